@@ -1,0 +1,191 @@
+"""The six PPO modules of the tiny CPU example, written the way a ChatLearn user would.
+
+Task: continue a short prompt; the reward is the fraction of response characters that are
+vowels (a rule on generated tokens, so it can be learned from scratch in minutes on a CPU).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from flowrl import BaseModule, TorchModule, outputs
+from flowrl.engines import ppo
+from flowrl.models.tiny_gpt import TinyGPT, TinyGPTConfig
+from flowrl.models.toy_tokenizer import ToyTokenizer
+
+VOWELS = set("aeiou")
+
+
+class PromptDataset(Dataset):
+    """Prompts tokenized and left-padded to a fixed width, so every batch lines up."""
+
+    def __init__(self, prompts: list[str], tokenizer: ToyTokenizer, width: int) -> None:
+        self.tokenizer, self.width = tokenizer, width
+        self.data = []
+        for p in prompts:
+            ids = tokenizer.encode(p)
+            if len(ids) > width:
+                raise ValueError(f"prompt {p!r} is longer than max_prompt_len={width}")
+            self.data.append(ids)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx: int) -> list[int]:
+        return self.data[idx]
+
+    def collate_fn(self, samples: list[list[int]]) -> dict:
+        padded = [[self.tokenizer.pad_id] * (self.width - len(s)) + s for s in samples]
+        ids = torch.tensor(padded)
+        return {"prompt": ids, "prompt_mask": (torch.arange(self.width) >=
+                                               (self.width - torch.tensor([len(s) for s in samples]))[:, None]).long()}
+
+
+def build_lm(args: dict, value_head: bool = False) -> TinyGPT:
+    """Same ``init_seed`` -> same initial weights (policy, reference and trainer agree)."""
+    tok = ToyTokenizer()
+    with torch.random.fork_rng():
+        torch.manual_seed(args.get("init_seed", 0) + (1 if value_head else 0))
+        return TinyGPT(TinyGPTConfig(tok.vocab_size, d_model=args.get("d_model", 64),
+                                     n_layers=args.get("n_layers", 2),
+                                     n_heads=args.get("n_heads", 4), value_head=value_head))
+
+
+def full_sequence(data: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+    tokens = torch.cat([data["prompt"], data["response"]], 1)
+    mask = torch.cat([data["prompt_mask"], data["response_mask"]], 1)
+    return tokens, mask, data["prompt"].shape[1]
+
+
+class PolicyInference(TorchModule):
+    def setup(self) -> None:
+        self.tokenizer = ToyTokenizer()
+        self.model = build_lm(self.model_args).eval()
+
+    def build_dataset(self, prompts, is_eval=False):
+        return PromptDataset(prompts, self.tokenizer, self.model_args.get("max_prompt_len", 8))
+
+    @outputs("prompt", "prompt_mask", "response", "response_mask", "logprobs")
+    def forward_step(self, data, iteration=0):
+        a = self.model_args
+        temperature = a.get("temperature", 1.0)
+        gen = self.model.generate(data["prompt"], data["prompt_mask"], a.get("max_new_tokens", 16),
+                                  self.tokenizer.eos_id, self.tokenizer.pad_id, temperature)
+        prompt_len = data["prompt"].shape[1]
+        with torch.no_grad():
+            logprobs = self.model.response_logprobs(gen["tokens"], gen["attention_mask"],
+                                                    prompt_len, temperature)
+        resp_mask = gen["response_mask"]
+        self.log("generated_tokens", resp_mask.sum().item(), reduce="sum")
+        return {"prompt": data["prompt"], "prompt_mask": data["prompt_mask"],
+                "response": gen["tokens"][:, prompt_len:], "response_mask": resp_mask,
+                "logprobs": logprobs * resp_mask}
+
+
+class PolicyReference(TorchModule):
+    def setup(self) -> None:
+        self.model = build_lm(self.model_args).eval()
+
+    @outputs("ref_logprobs")
+    def forward_step(self, data, iteration=0):
+        tokens, mask, p = full_sequence(data)
+        with torch.no_grad():
+            lp = self.model.response_logprobs(tokens, mask, p, self.model_args.get("temperature", 1.0))
+        return {"ref_logprobs": lp * data["response_mask"]}
+
+
+class ValueInference(TorchModule):
+    def setup(self) -> None:
+        self.model = build_lm(self.model_args, value_head=True).eval()
+
+    @outputs("values")
+    def forward_step(self, data, iteration=0):
+        tokens, mask, p = full_sequence(data)
+        with torch.no_grad():
+            values = self.model.response_values(tokens, mask, p)
+        return {"values": values * data["response_mask"]}
+
+
+class RewardInference(BaseModule):
+    """Rule-based score, then KL-penalised per-token rewards and GAE advantages."""
+
+    def setup(self) -> None:
+        self.tokenizer = ToyTokenizer()
+        self.kl = ppo.KLController(self.model_args.get("kl_coef", 0.05))
+
+    def score(self, response: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n_new = response.shape[1]
+        scores = []
+        for row, m in zip(response.tolist(), mask.tolist()):
+            text = "".join(self.tokenizer.id_to_token[t] for t, keep in zip(row, m) if keep)
+            scores.append(sum(c in VOWELS for c in text) / n_new)
+        return torch.tensor(scores)
+
+    @outputs("score", "advantages", "returns")
+    def forward_step(self, data, iteration=0):
+        a = self.model_args
+        mask = data["response_mask"]
+        score = self.score(data["response"], mask)
+        out = ppo.ppo_advantages(score, data["logprobs"], data["ref_logprobs"], data["values"],
+                                 mask, self.kl.kl_coef, a.get("gamma", 1.0), a.get("lam", 0.95))
+        kl_per_seq = out["kl"].sum(1).mean().item()
+        self.log("reward", score.mean().item())
+        self.log("kl", kl_per_seq)
+        self.log("kl_coef", self.kl.kl_coef)
+        self.kl.update(kl_per_seq, len(score))
+        return {"score": score, "advantages": out["advantages"], "returns": out["returns"]}
+
+
+class _Trainer(TorchModule):
+    value_head = False
+
+    def setup(self) -> None:
+        a = self.model_args
+        self.model = build_lm(a, value_head=self.value_head).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=a.get("lr", 1e-3))
+
+    def _step(self, micro_batches: list[dict], loss_fn) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        for mb in micro_batches:
+            loss, s = loss_fn(mb)
+            (loss / len(micro_batches)).backward()
+            for k, v in {"loss": loss, **s}.items():
+                stats[k] = stats.get(k, 0.0) + float(v) / len(micro_batches)
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.model_args.get("max_grad_norm", 1.0)))
+        self.optimizer.step()
+        return stats
+
+
+class PolicyTrainer(_Trainer):
+    def train_step(self, data, iteration):
+        # Whiten advantages over the whole global batch, then split back into micro-batches.
+        adv = ppo.whiten_advantages(torch.cat([mb["advantages"] for mb in data]),
+                                    torch.cat([mb["response_mask"] for mb in data]))
+        sizes = [mb["advantages"].shape[0] for mb in data]
+        for mb, a in zip(data, adv.split(sizes)):
+            mb["whitened_advantages"] = a
+        temperature = self.model_args.get("temperature", 1.0)
+
+        def loss_fn(mb):
+            tokens, mask, p = full_sequence(mb)
+            lp = self.model.response_logprobs(tokens, mask, p, temperature)
+            return ppo.policy_loss(lp, mb["logprobs"], mb["whitened_advantages"],
+                                   mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
+
+        return self._step(data, loss_fn)
+
+
+class ValueTrainer(_Trainer):
+    value_head = True
+
+    def train_step(self, data, iteration):
+        def loss_fn(mb):
+            tokens, mask, p = full_sequence(mb)
+            values = self.model.response_values(tokens, mask, p)
+            return ppo.value_loss(values, mb["values"], mb["returns"],
+                                  mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
+
+        return self._step(data, loss_fn)

@@ -1,0 +1,217 @@
+"""Configuration: pydantic models, loading from YAML / dict / ``-c FILE``, readable errors.
+
+A config has three parts::
+
+    runtime: local                 # or ray
+    runtime_args:                  # episode semantics (as in ChatLearn)
+      num_episode: 20
+      sample_per_episode: 64
+      ...
+    models:                        # one section per module, keyed by model_name
+      policy: {num_devices: 1, args: {temperature: 1.0}}
+
+Unknown keys are errors (with a suggestion), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flowrl.errors import ConfigError
+
+OffloadPolicy = Literal["auto", "never", "weights", "optimizer", "all"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RuntimeArgs(_Strict):
+    """Episode semantics and run-wide settings."""
+
+    num_episode: int = Field(1, ge=1, description="episodes to run")
+    sample_per_episode: int = Field(64, ge=1, description="samples generated per episode")
+    generation_batch_size: int = Field(16, ge=1, description="prompts per rollout-flow call")
+    train_global_batch_size: int = Field(16, ge=1, description="samples per optimizer step")
+    train_micro_batch_size: int = Field(8, ge=1, description="samples per forward/backward")
+    num_training_epoch: int = Field(1, ge=1, description="passes over the replay buffer per episode")
+    eval_episode_interval: int = Field(0, ge=0, description="evaluate every N episodes (0: never)")
+    save_episode_interval: int = Field(0, ge=0, description="checkpoint every N episodes (0: never)")
+    seed: int = 1234
+    output_dir: str | None = Field(None, description="metrics.jsonl and checkpoints go here")
+    shuffle: bool = Field(True, description="shuffle prompts and the replay buffer (seeded)")
+    progress: bool = Field(True, description="show progress bars")
+    sync_bucket_mb: float = Field(64.0, gt=0, description="parameter-sync bucket size")
+
+    @model_validator(mode="after")
+    def _batch_sizes_divide(self) -> "RuntimeArgs":
+        checks = [
+            ("sample_per_episode", self.sample_per_episode, "generation_batch_size",
+             self.generation_batch_size),
+            ("sample_per_episode", self.sample_per_episode, "train_global_batch_size",
+             self.train_global_batch_size),
+            ("train_global_batch_size", self.train_global_batch_size, "train_micro_batch_size",
+             self.train_micro_batch_size),
+        ]
+        for big_name, big, small_name, small in checks:
+            if big % small:
+                raise ValueError(
+                    f"{small_name}={small} must divide {big_name}={big} "
+                    f"(field runtime_args.{small_name})")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Per-model section: what planning needs (no weights are loaded) plus user ``args``."""
+
+    num_devices: int | None = Field(None, ge=1, description="devices for this model (default tp*pp*dp)")
+    tensor_model_parallel_size: int = Field(1, ge=1)
+    pipeline_model_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int | None = Field(None, ge=1)
+    trainable: bool | None = Field(None, description="default: inferred (calls train_step)")
+    num_params: int | None = Field(None, ge=1, description="parameter count, for planning")
+    num_layers: int | None = Field(None, ge=1)
+    hidden_size: int | None = Field(None, ge=1)
+    vocab_size: int | None = Field(None, ge=1)
+    dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
+    max_seq_len: int | None = Field(None, ge=1, description="prompt + response tokens")
+    max_new_tokens: int | None = Field(None, ge=1)
+    colocation_group: str | None = None
+    offload: OffloadPolicy = "auto"
+    devices: list[int] | None = Field(None, description="explicit device ids (strategy manual)")
+    args: dict[str, Any] = Field(default_factory=dict, description="free-form, for the module")
+
+    @model_validator(mode="after")
+    def _parallel_sizes_fit(self) -> "ModelConfig":
+        mp = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        if self.num_devices is not None and self.num_devices % mp:
+            raise ValueError(
+                f"num_devices={self.num_devices} is not a multiple of tensor*pipeline "
+                f"parallel size {mp}")
+        return self
+
+    @property
+    def model_parallel_size(self) -> int:
+        return self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+
+    @property
+    def dp_size(self) -> int:
+        if self.data_parallel_size is not None:
+            return self.data_parallel_size
+        if self.num_devices is not None:
+            return self.num_devices // self.model_parallel_size
+        return 1
+
+    @property
+    def total_devices(self) -> int:
+        return self.num_devices or self.model_parallel_size * self.dp_size
+
+
+class FlowRLConfig(_Strict):
+    """The whole configuration."""
+
+    runtime: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(None, description="existing Ray cluster; default: start locally")
+    cluster: str | None = Field(None, description='e.g. "8xH100-80GB" or "local"')
+    runtime_args: RuntimeArgs = Field(default_factory=RuntimeArgs)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    source: str | None = Field(None, description="where this config was loaded from", exclude=True)
+
+    def model(self, name: str) -> ModelConfig:
+        """The section for ``name``; a clear error when it is missing."""
+        if name not in self.models:
+            where = f" in {self.source}" if self.source else ""
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ConfigError(
+                f"model '{name}' has no section under 'models:'{where} (sections: {known}). "
+                f"Add 'models: {{{name}: {{}}}}' to use defaults.")
+        return self.models[name]
+
+
+def _format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = [f"invalid flowrl config{(' ' + source) if source else ''}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            field = str(e["loc"][-1])
+            parent = _resolve_model(model, e["loc"][:-1])
+            hint = difflib.get_close_matches(field, list(parent.model_fields), n=1) if parent else []
+            msg = "unknown field" + (f"; did you mean '{hint[0]}'?" if hint else "")
+        if e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        lines.append(f"  {loc or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve_model(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            f = current.model_fields.get(str(part))
+            if f is None:
+                continue  # a dict key (model name): the value type is what matters
+            ann = f.annotation
+            args = getattr(ann, "__args__", ())
+            current = args[-1] if args and not isinstance(ann, type) else ann
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _config_from_argv(argv: list[str]) -> str | None:
+    for flag in ("-c", "--config"):
+        if flag in argv:
+            i = argv.index(flag)
+            if i + 1 >= len(argv):
+                raise ConfigError(f"{flag} needs a YAML file path")
+            return argv[i + 1]
+        for a in argv:
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+    return None
+
+
+def load_config(config: str | Path | dict | FlowRLConfig | None = None,
+                argv: list[str] | None = None, **overrides: Any) -> FlowRLConfig:
+    """Build a validated config from a YAML path, a dict, ``-c FILE`` on argv, or defaults.
+
+    ``overrides`` set top-level fields (``runtime="ray"``) and win over the file.
+    """
+    source = ""
+    if isinstance(config, FlowRLConfig):
+        data = config.model_dump()
+        source = config.source or ""
+    else:
+        if config is None:
+            config = _config_from_argv(sys.argv[1:] if argv is None else argv)
+        if config is None:
+            data = {}
+        elif isinstance(config, dict):
+            data = dict(config)
+            source = "<dict>"
+        else:
+            path = Path(config)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            source = str(path)
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: the top level must be a mapping")
+    data.update(overrides)
+    data.pop("source", None)
+    # Sections written as empty YAML (``policy:``) mean "all defaults".
+    models = data.get("models") or {}
+    if isinstance(models, dict):
+        data["models"] = {k: ({} if v is None else v) for k, v in models.items()}
+    try:
+        cfg = FlowRLConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, FlowRLConfig, source)) from None
+    cfg.source = source or None
+    return cfg

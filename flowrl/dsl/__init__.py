@@ -1,0 +1,6 @@
+"""The DSL: ``@flow`` and the tracer that turns a flow function into a graph."""
+
+from flowrl.dsl.flow import Flow, flow
+from flowrl.dsl.tracer import DataProxy, Tracer
+
+__all__ = ["Flow", "flow", "DataProxy", "Tracer"]

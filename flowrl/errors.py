@@ -1,0 +1,39 @@
+"""Exceptions raised by flowrl. Each names the model, field or line at fault."""
+
+from __future__ import annotations
+
+
+class FlowRLError(Exception):
+    """Base class for every error flowrl raises on purpose."""
+
+
+class ConfigError(FlowRLError, ValueError):
+    """The configuration is invalid; the message names the offending field."""
+
+
+class TraceError(FlowRLError):
+    """A ``@flow`` function could not be traced (control flow on data, unknown method, key clash)."""
+
+
+class UnknownMethodError(TraceError, AttributeError):
+    """A flow (or code) asked a module for a method or attribute it does not have."""
+
+
+class KeyCollisionError(TraceError):
+    """Two upstream outputs feeding one call (or a flow's result) carry the same key."""
+
+
+class CompileError(FlowRLError):
+    """A flow could not be compiled onto the cluster (validation, placement)."""
+
+
+class OutOfMemoryAtCompileError(CompileError):
+    """A device would overflow and the offload policy forbids moving state off it."""
+
+
+class StageError(FlowRLError):
+    """A module call failed at run time; the message names model, method, episode and inputs."""
+
+
+class MissingExtraError(FlowRLError, ImportError):
+    """An optional backend library is not installed; the message names the pip extra."""

@@ -1,0 +1,111 @@
+"""``TorchModule``: a module wrapping a ``torch.nn.Module`` (and optionally its optimizer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from flowrl.models.base import BaseModule
+
+_ALL_STATE = ("weights", "grads", "optimizer")
+
+
+class TorchModule(BaseModule):
+    """Set ``self.model`` (and, for trainers, ``self.optimizer`` / ``self.scheduler``) in ``setup``.
+
+    Offload is real: the tensors' storage on the compute device is released and kept in a
+    host copy until ``onload`` restores it, so using an offloaded model fails loudly instead
+    of silently running from stale memory.
+    """
+
+    model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._host: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.offload_count = 0
+        self.onload_count = 0
+
+    # ---- offload -------------------------------------------------------------------------
+    def _state_tensors(self, what: str) -> list[torch.Tensor]:
+        """Tensors holding ``what``; for grads, the parameters whose ``.grad`` is set."""
+        if what not in _ALL_STATE:
+            raise ValueError(f"unknown state '{what}'; expected one of {_ALL_STATE}")
+        if self.model is None:
+            return []
+        params = list(self.model.parameters())
+        if what == "weights":
+            return params + list(self.model.buffers())
+        if what == "grads":
+            return [p for p in params if p.grad is not None]
+        if self.optimizer is None:
+            return []
+        return [v for st in self.optimizer.state.values() for v in st.values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0]
+
+    def offload(self, what: tuple[str, ...] = _ALL_STATE) -> int:
+        """Release ``what`` from the compute device into host memory; returns bytes moved."""
+        moved = 0
+        for kind in what:
+            if kind in self._host:
+                continue  # already off
+            kept = []
+            for t in self._state_tensors(kind):
+                src = t.grad if kind == "grads" else t.data
+                kept.append((t, src.detach().to("cpu", copy=True)))
+                moved += src.numel() * src.element_size()
+                if kind == "grads":
+                    t.grad = None
+                else:
+                    t.data = torch.empty(0, dtype=src.dtype, device=src.device)
+            self._host[kind] = kept
+        if moved:
+            self.offload_count += 1
+        return moved
+
+    def onload(self, what: tuple[str, ...] = _ALL_STATE) -> int:
+        """Bring ``what`` back onto the compute device; returns bytes moved."""
+        moved = 0
+        for kind in what:
+            for t, host in self._host.pop(kind, []):
+                dev = host.to(self.device)
+                if kind == "grads":
+                    t.grad = dev
+                else:
+                    t.data = dev
+                moved += host.numel() * host.element_size()
+        if moved:
+            self.onload_count += 1
+        return moved
+
+    @property
+    def is_offloaded(self) -> bool:
+        return bool(self._host)
+
+    # ---- parameter sync and checkpoints --------------------------------------------------
+    def named_sync_tensors(self) -> dict[str, torch.Tensor]:
+        if self.model is None:
+            raise RuntimeError(f"module '{self.name}' has no self.model (set it in setup())")
+        return dict(self.model.named_parameters())
+
+    def state_dict_for_checkpoint(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self.model is not None:
+            state["model"] = self.model.state_dict()
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        if "model" in state and self.model is not None:
+            self.model.load_state_dict(state["model"])
+        if "optimizer" in state and self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state and self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])

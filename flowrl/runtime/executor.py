@@ -1,0 +1,150 @@
+"""``LocalExecutor``: runs a compiled :class:`~flowrl.compiler.ir.Schedule` in this process.
+
+It is a worker in veRL's sense: it knows nothing of tracing or episodes, only how to run the
+ops of one flow role (``rollout``, ``train``, ``eval``, ``sync``) on data it is handed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flowrl.compiler.ir import FLOW_INPUT, CallNode, Op, Schedule
+from flowrl.errors import FlowRLError, StageError
+from flowrl.models.base import BaseModule
+from flowrl.runtime.data import Batch, merge_outputs
+from flowrl.runtime.sync import SyncStats, sync_parameters
+
+
+@dataclass
+class FlowResult:
+    """What running one flow produced."""
+
+    output: Batch | None
+    values: dict[str, Any]
+    metrics: list[tuple[str, float, str]] = field(default_factory=list)
+    syncs: list[SyncStats] = field(default_factory=list)
+
+
+@dataclass
+class OpRecord:
+    """Measured time of one executed op (the profile that cost models can be checked against)."""
+
+    role: str
+    op: str
+    model: str
+    seconds: float
+    bytes: int = 0
+
+
+def describe(value: Any) -> str:
+    """Short description of a batch for error messages (keys and shapes)."""
+    if isinstance(value, list):
+        return f"list of {len(value)} micro-batches" + (f", first: {describe(value[0])}" if value else "")
+    if isinstance(value, dict):
+        parts = []
+        for k, v in list(value.items())[:12]:
+            parts.append(f"{k}:{tuple(v.shape)}" if isinstance(v, torch.Tensor) else
+                         f"{k}:{type(v).__name__}")
+        return "{" + ", ".join(parts) + (", ..." if len(value) > 12 else "") + "}"
+    return type(value).__name__
+
+
+class LocalExecutor:
+    """Runs schedule ops on in-process modules, counting offloads and timing every op."""
+
+    def __init__(self, schedule: Schedule, modules: dict[str, BaseModule]) -> None:
+        self.schedule = schedule
+        self.modules = modules
+        self.records: list[OpRecord] = []
+        self.offload_bytes = 0
+        self.onload_bytes = 0
+        self.offload_ops = 0
+        self.onload_ops = 0
+        self.episode = 0
+
+    def setup(self) -> None:
+        for m in self.modules.values():
+            m.ensure_setup()
+
+    def run(self, role: str, data: Any, iteration: int) -> FlowResult:
+        """Run every op of ``role`` on ``data`` (a batch dict, or micro-batches for train)."""
+        graph = self.schedule.graphs.get(role)
+        values: dict[str, Any] = {FLOW_INPUT: data}
+        result = FlowResult(None, values)
+        for op in self.schedule.ops_for(role):
+            t0 = time.perf_counter()
+            moved = self._run_op(role, op, values, iteration, result)
+            self.records.append(OpRecord(role, op.label(), op.model, time.perf_counter() - t0, moved))
+        if graph is not None and graph.outputs:
+            parts = [(n, values[n]) for n in graph.outputs]
+            result.output = parts[0][1] if len(parts) == 1 else merge_outputs(
+                parts, f"the result of flow '{graph.name}'")
+        return result
+
+    def _run_op(self, role: str, op: Op, values: dict[str, Any], iteration: int,
+                result: FlowResult) -> int:
+        module = self.modules[op.model]
+        if op.kind == "call":
+            call = self.schedule.graphs[role].call(op.node)
+            values[call.id] = self._call(call, module, values, iteration, result)
+            return 0
+        if op.kind == "offload":
+            moved = module.offload(op.what)
+            self.offload_bytes += moved
+            self.offload_ops += 1
+            return moved
+        if op.kind == "onload":
+            moved = module.onload(op.what)
+            self.onload_bytes += moved
+            self.onload_ops += 1
+            return moved
+        if op.kind == "sync":
+            stats = sync_parameters(self.modules[op.src], module)
+            result.syncs.append(stats)
+            return stats.bytes
+        raise FlowRLError(f"unknown op kind {op.kind!r}")
+
+    def _inputs(self, call: CallNode, values: dict[str, Any]) -> Any:
+        parts = [(src, values[src]) for src in call.inputs]
+        if len(parts) == 1:
+            return parts[0][1]
+        if any(not isinstance(v, dict) for _, v in parts):
+            raise StageError(
+                f"{call.id} at {call.source} takes several inputs, so each must be a dict; got "
+                + ", ".join(f"{s}: {describe(v)}" for s, v in parts))
+        labels = [("the flow's input batch" if s == FLOW_INPUT else s, v) for s, v in parts]
+        return merge_outputs(labels, f"the inputs of {call.id} at {call.source}")
+
+    def _call(self, call: CallNode, module: BaseModule, values: dict[str, Any], iteration: int,
+              result: FlowResult) -> Any:
+        data = self._inputs(call, values)
+        try:
+            out = getattr(module, call.method)(data, iteration)
+        except FlowRLError:
+            raise
+        except Exception as e:  # keep the real cause, add where it happened
+            raise StageError(
+                f"{call.id} failed (model '{call.model}', {type(module).__name__}.{call.method}, "
+                f"episode {self.episode}, iteration {iteration}, called at {call.source}) on "
+                f"input {describe(data)}: {type(e).__name__}: {e}") from e
+        result.metrics.extend((f"{call.model}/{n}", v, r) for n, v, r in module.drain_logged())
+        if call.is_train:
+            if out is not None and not isinstance(out, dict):
+                raise StageError(f"{call.id} returned {type(out).__name__}; train_step returns "
+                                 f"None or a dict of metrics")
+            for k, v in (out or {}).items():
+                result.metrics.append((f"{call.model}/{k}", float(v), "mean"))
+            return out or {}
+        if not isinstance(out, dict):
+            raise StageError(
+                f"{call.id} returned {type(out).__name__}; a step method returns a dict of new "
+                f"keys (called at {call.source})")
+        if call.outputs is not None and set(out) != call.outputs:
+            raise StageError(
+                f"{call.id} returned keys {sorted(out)} but declared @outputs"
+                f"{tuple(sorted(call.outputs))}; make them agree")
+        return out
