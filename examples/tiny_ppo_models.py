@@ -152,7 +152,7 @@ class _Trainer(TorchModule):
             loss, s = loss_fn(mb)
             (loss / len(micro_batches)).backward()
             for k, v in {"loss": loss, **s}.items():
-                stats[k] = stats.get(k, 0.0) + float(v) / len(micro_batches)
+                stats[k] = stats.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / len(micro_batches)
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.model_args.get("max_grad_norm", 1.0)))
         self.optimizer.step()

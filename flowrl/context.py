@@ -16,10 +16,19 @@ if TYPE_CHECKING:
     from flowrl.models.base import BaseModule
 
 
+class ExplainRequest:
+    """Set by ``flowrl explain``: ``learn()`` compiles, records the schedule and returns."""
+
+    def __init__(self, cluster: Any = None, strategy: str | None = None) -> None:
+        self.cluster, self.strategy = cluster, strategy
+        self.schedules: list[Any] = []
+
+
 class _Context:
     def __init__(self) -> None:
         self.config: FlowRLConfig | None = None
         self.modules: dict[str, "BaseModule"] = {}
+        self.explain: ExplainRequest | None = None
 
 
 _CTX = _Context()
@@ -38,6 +47,14 @@ def init(config: str | Path | dict | FlowRLConfig | None = None, **overrides: An
     _CTX.modules = {}
     seed_everything(cfg.runtime_args.seed)
     return cfg
+
+
+def set_explain(request: ExplainRequest | None) -> None:
+    _CTX.explain = request
+
+
+def explain_request() -> ExplainRequest | None:
+    return _CTX.explain
 
 
 def get_args() -> FlowRLConfig:

@@ -52,6 +52,17 @@ class Evaluator:
         return {k: torch.cat(v).mean().item() for k, v in sums.items()}
 
 
+def module_methods(module: BaseModule) -> frozenset[str]:
+    """Public methods a module's class really implements (BaseModule's defaults excluded)."""
+    names = set()
+    for n in dir(type(module)):
+        if n.startswith("_") or not callable(getattr(type(module), n, None)):
+            continue
+        if getattr(type(module), n) is not getattr(BaseModule, n, None):
+            names.add(n)
+    return frozenset(names)
+
+
 def _first_dataset_module(graph: FlowGraph, modules: dict[str, BaseModule]) -> BaseModule:
     for call in graph.entry_calls():
         m = modules[call.model]
@@ -126,8 +137,23 @@ class Engine:
         return self
 
     def compile(self, cluster: Any = None, strategy: str | None = None) -> Schedule:
-        """The schedule the runtime will execute (calls in topological order, plus syncs)."""
-        self.schedule = lower(self.graphs, self.sync_pairs)
+        """The schedule the runtime will execute.
+
+        Without a cluster (argument or ``cluster:`` in the config) this is the calls in
+        topological order plus the syncs; with one, the full compiler runs (placement,
+        memory, offload, timeline) and the runtime executes its offload/onload ops too.
+        """
+        cluster = cluster if cluster is not None else self.config.cluster
+        if cluster is None:
+            self.schedule = lower(self.graphs, self.sync_pairs)
+        else:
+            from flowrl.compiler import compile_schedule
+
+            self.schedule = compile_schedule(
+                self.graphs, {n: self.config.model(n) for n in self.modules}, self.sync_pairs,
+                cluster=cluster, strategy=strategy or "colocate",
+                methods={n: module_methods(m) for n, m in self.modules.items()},
+                seed=self.config.runtime_args.seed)
         return self.schedule
 
     def setup(self) -> None:
@@ -149,7 +175,14 @@ class Engine:
         self.runner = EpisodeRunner(self.executor, self.config, stream, logger, evaluate)
 
     def learn(self, num_episode: int | None = None) -> list[dict[str, Any]]:
-        """Train; returns one metrics row per episode (also in ``output_dir/metrics.jsonl``)."""
+        """Train; returns one metrics row per episode (also in ``output_dir/metrics.jsonl``).
+
+        Under ``flowrl explain`` it only compiles, records the schedule and returns ``[]``.
+        """
+        request = context.explain_request()
+        if request is not None:
+            request.schedules.append(self.compile(request.cluster, request.strategy))
+            return []
         self.setup()
         try:
             return self.runner.run(num_episode)

@@ -18,7 +18,7 @@ def merge_outputs(parts: list[tuple[str, Batch]], where: str) -> Batch:
     owner: dict[str, str] = {}
     for label, part in parts:
         for k, v in part.items():
-            if k in merged and merged[k] is not v:
+            if k in merged:
                 raise KeyCollisionError(
                     f"key '{k}' is produced by both {owner[k]} and {label}, which both feed "
                     f"{where}; rename one of them")

@@ -52,14 +52,15 @@ def sync_parameters(src: BaseModule, dst: BaseModule) -> SyncStats:
     the Ray runtime streams fixed-size buckets between processes instead.
     """
     t0 = time.perf_counter()
+    for m in (src, dst):
+        if getattr(m, "is_offloaded", False):
+            raise FlowRLError(f"cannot sync {src.name} -> {dst.name}: '{m.name}' is offloaded "
+                              f"(the schedule must onload it before the sync)")
     s, d = src.named_sync_tensors(), dst.named_sync_tensors()
     check_sync_compatible(s, d, src.name, dst.name)
     names = sorted(d)
     dst_t = [d[n].data for n in names]
     src_t = [s[n].data.to(device=d[n].device, dtype=d[n].dtype) for n in names]
-    if any(t.numel() == 0 for t in dst_t + src_t):
-        raise FlowRLError(
-            f"cannot sync {src.name} -> {dst.name}: one side is offloaded (onload it first)")
     torch._foreach_copy_(dst_t, src_t)
     nbytes = sum(t.numel() * t.element_size() for t in dst_t)
     return SyncStats(src.name, dst.name, len(names), nbytes, time.perf_counter() - t0)

@@ -1,0 +1,73 @@
+"""Config loading and validation: every error names the field at fault."""
+
+from __future__ import annotations
+
+import pytest
+
+import flowrl
+from flowrl import ConfigError
+from flowrl.config import load_config
+from conftest import build_ppo
+
+
+def test_yaml_dict_and_argv(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("runtime_args:\n  num_episode: 7\nmodels:\n  policy:\n    args: {lr: 0.1}\n"
+                    "  reward:\n")
+    cfg = load_config(path)
+    assert cfg.runtime_args.num_episode == 7
+    assert cfg.model("policy").args == {"lr": 0.1}
+    assert cfg.model("reward").offload == "auto"  # empty section = defaults
+    assert load_config(argv=["train.py", "-c", str(path)]).runtime_args.num_episode == 7
+    assert load_config(argv=[f"--config={path}"]).source == str(path)
+    assert load_config({"runtime_args": {"seed": 5}}).runtime_args.seed == 5
+    assert load_config(path, runtime="ray").runtime == "ray"
+    assert load_config(argv=[]).runtime_args.num_episode == 1
+
+
+def test_init_sets_the_active_config():
+    cfg = flowrl.init({"runtime_args": {"num_episode": 3}})
+    assert flowrl.get_args() is cfg
+
+
+def test_missing_model_section_names_the_model(tiny_ppo_config):
+    del tiny_ppo_config["models"]["value"]
+    with pytest.raises(ConfigError, match=r"model 'value' has no section under 'models:'"):
+        build_ppo(tiny_ppo_config)
+
+
+@pytest.mark.parametrize("runtime_args, field", [
+    ({"train_global_batch_size": 16, "train_micro_batch_size": 5}, "train_micro_batch_size"),
+    ({"sample_per_episode": 30, "generation_batch_size": 8}, "generation_batch_size"),
+    ({"sample_per_episode": 24, "generation_batch_size": 8, "train_global_batch_size": 16},
+     "train_global_batch_size"),
+    ({"generation_batch_size": 0}, "generation_batch_size"),
+    ({"num_episode": -1}, "num_episode"),
+])
+def test_bad_batch_sizes_name_the_field(runtime_args, field):
+    with pytest.raises(ConfigError, match=rf"runtime_args(\.{field})?: .*{field}|{field}"):
+        load_config({"runtime_args": runtime_args})
+    with pytest.raises(ConfigError) as e:
+        load_config({"runtime_args": runtime_args})
+    assert field in str(e.value)
+
+
+def test_unknown_keys_are_errors_with_suggestions():
+    with pytest.raises(ConfigError, match=r"runtime_args.num_episodes: unknown field; did you "
+                                          r"mean 'num_episode'"):
+        load_config({"runtime_args": {"num_episodes": 3}})
+    with pytest.raises(ConfigError, match=r"models.policy.offload: Input should be 'auto'"):
+        load_config({"models": {"policy": {"offload": "sometimes"}}})
+    with pytest.raises(ConfigError, match=r"models.policy: num_devices=3 is not a multiple"):
+        load_config({"models": {"policy": {"num_devices": 3, "tensor_model_parallel_size": 2}}})
+
+
+def test_missing_file_and_bad_top_level(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="-c needs a YAML file path"):
+        load_config(argv=["-c"])
