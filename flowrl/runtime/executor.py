@@ -7,8 +7,9 @@ ops of one flow role (``rollout``, ``train``, ``eval``, ``sync``) on data it is 
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -40,6 +41,42 @@ class OpRecord:
     bytes: int = 0
 
 
+def call_seed(seed: int, node_id: str, iteration: int) -> int:
+    """The RNG seed a call runs under: a function of the run's seed, the call and iteration.
+
+    Seeding every call this way makes sampling independent of which process runs the call
+    and of what ran before it, so the local and Ray runtimes, and a resumed run, draw the
+    same random numbers.
+    """
+    return (seed * 1_000_003 + zlib.crc32(node_id.encode()) * 7919 + iteration) % (2**63 - 1)
+
+
+def check_output(node: str, out: Any, is_train: bool, declared: list[str] | None) -> Any:
+    """A step's return value, checked: a dict (train_step: None or a dict of metrics) whose
+    keys match its ``@outputs`` declaration."""
+    if is_train:
+        if out is not None and not isinstance(out, dict):
+            raise StageError(f"{node} returned {type(out).__name__}; train_step returns None or "
+                             f"a dict of metrics")
+        return out or {}
+    if not isinstance(out, dict):
+        raise StageError(f"{node} returned {type(out).__name__}; a step method returns a dict "
+                         f"of new keys")
+    if declared is not None and sorted(out) != declared:
+        raise StageError(f"{node} returned keys {sorted(out)} but declared @outputs"
+                         f"{tuple(declared)}; make them agree")
+    return out
+
+
+def call_metrics(model: str, logged: list[tuple[str, float, str]], out: Any,
+                 is_train: bool) -> list[tuple[str, float, str]]:
+    """Metrics of one call: what the module logged, plus a train_step's returned dict."""
+    entries = [(f"{model}/{n}", v, r) for n, v, r in logged]
+    if is_train:
+        entries += [(f"{model}/{k}", float(v), "mean") for k, v in out.items()]
+    return entries
+
+
 def describe(value: Any) -> str:
     """Short description of a batch for error messages (keys and shapes)."""
     if isinstance(value, list):
@@ -56,8 +93,9 @@ def describe(value: Any) -> str:
 class LocalExecutor:
     """Runs schedule ops on in-process modules, counting offloads and timing every op."""
 
-    def __init__(self, schedule: Schedule, modules: dict[str, BaseModule]) -> None:
+    def __init__(self, schedule: Schedule, modules: dict[str, BaseModule], seed: int = 0) -> None:
         self.schedule = schedule
+        self.seed = seed
         self.modules = modules
         self.records: list[OpRecord] = []
         self.offload_bytes = 0
@@ -69,6 +107,16 @@ class LocalExecutor:
     def setup(self) -> None:
         for m in self.modules.values():
             m.ensure_setup()
+
+    def build_dataset(self, model: str, prompts: list, is_eval: bool) -> Any:
+        """The model's ``build_dataset`` (after its ``setup``, where tokenizers get built)."""
+        return self.modules[model].build_dataset(prompts, is_eval)
+
+    def run_many(self, role: str, batches: list[Any], first_iteration: int
+                 ) -> Iterator[FlowResult]:
+        """Run a role on several batches (in this process: one after the other)."""
+        for i, b in enumerate(batches):
+            yield self.run(role, b, first_iteration + i)
 
     def run(self, role: str, data: Any, iteration: int) -> FlowResult:
         """Run every op of ``role`` on ``data`` (a batch dict, or micro-batches for train)."""
@@ -122,6 +170,7 @@ class LocalExecutor:
     def _call(self, call: CallNode, module: BaseModule, values: dict[str, Any], iteration: int,
               result: FlowResult) -> Any:
         data = self._inputs(call, values)
+        torch.manual_seed(call_seed(self.seed, call.id, iteration))
         try:
             out = getattr(module, call.method)(data, iteration)
         except FlowRLError:
@@ -131,20 +180,7 @@ class LocalExecutor:
                 f"{call.id} failed (model '{call.model}', {type(module).__name__}.{call.method}, "
                 f"episode {self.episode}, iteration {iteration}, called at {call.source}) on "
                 f"input {describe(data)}: {type(e).__name__}: {e}") from e
-        result.metrics.extend((f"{call.model}/{n}", v, r) for n, v, r in module.drain_logged())
-        if call.is_train:
-            if out is not None and not isinstance(out, dict):
-                raise StageError(f"{call.id} returned {type(out).__name__}; train_step returns "
-                                 f"None or a dict of metrics")
-            for k, v in (out or {}).items():
-                result.metrics.append((f"{call.model}/{k}", float(v), "mean"))
-            return out or {}
-        if not isinstance(out, dict):
-            raise StageError(
-                f"{call.id} returned {type(out).__name__}; a step method returns a dict of new "
-                f"keys (called at {call.source})")
-        if call.outputs is not None and set(out) != call.outputs:
-            raise StageError(
-                f"{call.id} returned keys {sorted(out)} but declared @outputs"
-                f"{tuple(sorted(call.outputs))}; make them agree")
+        out = check_output(call.id, out, call.is_train,
+                           sorted(call.outputs) if call.outputs is not None else None)
+        result.metrics.extend(call_metrics(call.model, module.drain_logged(), out, call.is_train))
         return out

@@ -1,0 +1,67 @@
+"""Which worker processes host which models: the runtime's reading of a schedule's placement.
+
+Models that share devices (same ``colocation_group``, or overlapping device sets in a compiled
+placement) share worker processes, so offloading one really frees memory for the other. Each
+group has as many replicas (processes) as its largest data-parallel size; a model with
+``dp`` replicas lives on the group's first ``dp`` workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from flowrl.config import ModelConfig
+
+
+@dataclass
+class WorkerGroup:
+    """Processes sharing one device mesh."""
+
+    name: str
+    models: list[str]
+    replicas: int
+    devices: list[int]
+    dp: dict[str, int] = field(default_factory=dict)
+
+
+def _placed_devices(placement: Any, model: str) -> list[int] | None:
+    entry = placement.get(model) if isinstance(placement, dict) else None
+    if entry is None:
+        return None
+    devices = entry.get("devices") if isinstance(entry, dict) else getattr(entry, "devices", None)
+    return list(devices) if devices is not None else None
+
+
+def worker_groups(models: list[str], configs: dict[str, ModelConfig],
+                  placement: Any = None) -> list[WorkerGroup]:
+    """Group models into worker groups from the compiled placement, else from the config."""
+    g = nx.Graph()
+    g.add_nodes_from(models)
+    placed = {m: _placed_devices(placement or {}, m) for m in models}
+    if all(d is not None for d in placed.values()):
+        for a in models:
+            for b in models:
+                if a < b and set(placed[a]) & set(placed[b]):
+                    g.add_edge(a, b)
+    else:
+        by_group: dict[str, list[str]] = {}
+        for m in models:
+            if configs[m].colocation_group:
+                by_group.setdefault(configs[m].colocation_group, []).append(m)
+        for members in by_group.values():
+            nx.add_path(g, members)
+    groups, next_device = [], 0
+    for comp in sorted(nx.connected_components(g), key=lambda c: min(models.index(m) for m in c)):
+        members = sorted(comp, key=models.index)
+        dp = {m: configs[m].dp_size for m in members}
+        if all(placed[m] is not None for m in members):
+            devices = sorted(set().union(*(placed[m] for m in members)))
+        else:
+            n = max(configs[m].total_devices for m in members)
+            devices = list(range(next_device, next_device + n))
+            next_device += n
+        groups.append(WorkerGroup("+".join(members), members, max(dp.values()), devices, dp))
+    return groups

@@ -1,0 +1,253 @@
+"""``RayExecutor``: the same :class:`~flowrl.compiler.ir.Schedule` on Ray actors.
+
+One placement group per worker group (device mesh), one bundle per device (a custom
+``flowrl_device`` resource stands for a device on CPU-only machines), one actor per replica.
+The driver only submits: data between stages moves as object references from actor to actor;
+the driver fetches a flow's result and the per-call metadata (metrics, timings) at the end.
+Because actors run their calls in submission order while different actors run concurrently,
+``run_many`` pipelines generation batches: the policy generates batch i+1 while reference,
+value and reward process batch i on their own devices.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cloudpickle
+import torch
+
+from flowrl.compiler.ir import FLOW_INPUT, Schedule
+from flowrl.config import FlowRLConfig
+from flowrl.errors import FlowRLError, StageError
+from flowrl.models.base import BaseModule
+from flowrl.runtime.data import merge_outputs
+from flowrl.runtime.executor import FlowResult, OpRecord
+from flowrl.runtime.layout import WorkerGroup, worker_groups
+from flowrl.runtime.ray_worker import Worker, concat_shards
+from flowrl.runtime.sync import SyncStats, check_sync_compatible
+
+DEVICE_RESOURCE = "flowrl_device"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class _Pending:
+    """A submitted flow: result refs and (model, replica, meta ref) per call, fetched later."""
+
+    role: str
+    outputs: list[tuple[str, list]]
+    metas: list[tuple[str, int, str, Any]]
+    side: list[tuple[str, str, int, Any]]  # (kind, model, replica, ref) of offload/onload/sync
+
+
+class RayExecutor:
+    """Executes schedule ops on Ray actors; same interface as ``LocalExecutor``."""
+
+    def __init__(self, schedule: Schedule, modules: dict[str, BaseModule], config: FlowRLConfig,
+                 seed: int = 0) -> None:
+        import ray
+
+        self.ray = ray
+        self.schedule, self.config, self.seed = schedule, config, seed
+        self.module_names = list(modules)
+        self.episode = 0
+        self.records: list[OpRecord] = []
+        self.trace_events: list[dict] = []
+        self.offload_ops = self.onload_ops = 0
+        self.offload_bytes = self.onload_bytes = 0
+        self._blobs = {n: cloudpickle.dumps(m) for n, m in modules.items()}
+        configs = {n: config.model(n) for n in modules}
+        self.groups = worker_groups(self.module_names, configs, schedule.placement)
+        self.workers: dict[str, list[Any]] = {}  # group name -> actor handles
+        self.model_group: dict[str, WorkerGroup] = {m: g for g in self.groups for m in g.models}
+        self.bucket_bytes = int(config.runtime_args.sync_bucket_mb * 2**20)
+        self._pgs: list[Any] = []
+
+    # ---- start-up ------------------------------------------------------------------------
+    def _ensure_ray(self) -> None:
+        if self.ray.is_initialized():
+            return
+        n_devices = sum(len(g.devices) for g in self.groups)
+        if self.config.ray_address:
+            self.ray.init(address=self.config.ray_address)
+        else:
+            self.ray.init(address="local", num_cpus=max(2, torch.get_num_threads()),
+                          resources={DEVICE_RESOURCE: n_devices}, include_dashboard=False,
+                          log_to_driver=True)
+
+    def setup(self) -> None:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self._ensure_ray()
+        cfg = self.config.model_dump(exclude={"source"})
+        remote_worker = self.ray.remote(Worker)
+        threads = torch.get_num_threads()
+        for g in self.groups:
+            pg = placement_group([{DEVICE_RESOURCE: 1}] * len(g.devices), strategy="PACK")
+            self.ray.get(pg.ready(), timeout=60)
+            self._pgs.append(pg)
+            per = max(1, len(g.devices) // g.replicas)
+            blobs = {m: self._blobs[m] for m in g.models}
+            self.workers[g.name] = [
+                remote_worker.options(
+                    num_cpus=0, name=None, max_concurrency=1,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        pg, placement_group_bundle_index=r * per),
+                ).remote(cfg, list(sys.path), blobs, r, g.replicas, g.dp, self.seed, threads)
+                for r in range(g.replicas)]
+        setups = []
+        for g in self.groups:
+            master = f"127.0.0.1:{_free_port()}" if g.replicas > 1 else None
+            setups += [(g, r, w.setup.remote(master, self.bucket_bytes))
+                       for r, w in enumerate(self.workers[g.name])]
+        for g, r, ref in setups:
+            self._get(ref, f"setup of {'/'.join(g.models)} replica {r}")
+
+    def replicas(self, model: str) -> list[Any]:
+        g = self.model_group[model]
+        return self.workers[g.name][:g.dp[model]]
+
+    def _get(self, ref: Any, what: str) -> Any:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as e:
+            raise StageError(f"{what}: the worker process died ({type(e).__name__}); resume "
+                             f"from the last checkpoint with learn(resume=True)") from e
+        except self.ray.exceptions.RayTaskError as e:
+            cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else None
+            raise StageError(f"{what} failed: {cause!r}" if cause else f"{what} failed: {e}") \
+                from (cause or e)
+
+    # ---- running flows ---------------------------------------------------------------------
+    def submit(self, role: str, data: Any, iteration: int) -> _Pending:
+        graph = self.schedule.graphs.get(role)
+        values: dict[str, list] = {FLOW_INPUT: [self.ray.put(data)]}
+        pending = _Pending(role, [], [], [])
+        for op in self.schedule.ops_for(role):
+            if op.kind == "call":
+                call = graph.call(op.node)
+                inputs = [("the flow's input batch" if s == FLOW_INPUT else s, values[s])
+                          for s in call.inputs]
+                declared = sorted(call.outputs) if call.outputs is not None else None
+                outs = []
+                for r, w in enumerate(self.replicas(call.model)):
+                    out, meta = w.call.options(num_returns=2).remote(
+                        call.id, call.model, call.method, iteration, call.is_train, declared,
+                        inputs)
+                    outs.append(out)
+                    pending.metas.append((call.id, r, call.model, meta))
+                values[call.id] = outs
+            elif op.kind in ("offload", "onload"):
+                for r, w in enumerate(self.workers[self.model_group[op.model].name]):
+                    ref = getattr(w, op.kind).remote(op.model, op.what)
+                    pending.side.append((op.kind, op.model, r, ref))
+            elif op.kind == "sync":
+                pending.side.append(("sync", op.model, 0, self._sync(op.src, op.model)))
+            else:
+                raise FlowRLError(f"unknown op kind {op.kind!r}")
+        if graph is not None:
+            pending.outputs = [(n, values[n]) for n in graph.outputs]
+        return pending
+
+    def _sync(self, src: str, dst: str) -> list:
+        """Stream the trainer's weights to every inference replica in fixed-size buckets."""
+        src_worker = self.replicas(src)[0]  # data-parallel replicas hold identical weights
+        dst_workers = self.replicas(dst)
+        src_sig = self._get(src_worker.sync_signature.remote(src), f"sync plan of {src}")
+        dst_sig = self._get(dst_workers[0].sync_signature.remote(dst), f"sync plan of {dst}")
+        check_sync_compatible(
+            {n: torch.empty(s) for n, (s, _) in src_sig.items()},
+            {n: torch.empty(s) for n, (s, _) in dst_sig.items()}, src, dst)
+        plan = self._get(src_worker.sync_plan.remote(src, self.bucket_bytes), f"sync of {src}")
+        buckets = [src_worker.export_bucket.remote(src, plan, i) for i in range(len(plan.buckets))]
+        t0 = time.perf_counter()
+        refs = [w.import_buckets.remote(dst, plan, buckets) for w in dst_workers]
+        return [refs, plan.total_bytes, t0, src]
+
+    def collect(self, pending: _Pending) -> FlowResult:
+        result = FlowResult(None, {})
+        for kind, model, replica, ref in pending.side:
+            what = f"{kind} of '{model}' replica {replica}"
+            if kind == "sync":
+                refs, nbytes, t0, src = ref
+                for r in refs:
+                    self._get(r, f"parameter sync {src} -> {model}")
+                result.syncs.append(SyncStats(src, model, 0, nbytes, time.perf_counter() - t0))
+                self.records.append(OpRecord(pending.role, f"sync {src} -> {model}", model,
+                                             time.perf_counter() - t0, nbytes))
+                continue
+            moved = self._get(ref, what)
+            if kind == "offload":
+                self.offload_ops += 1
+                self.offload_bytes += moved
+            else:
+                self.onload_ops += 1
+                self.onload_bytes += moved
+        for node, replica, model, meta_ref in pending.metas:
+            meta = self._get(meta_ref, f"{node} (model '{model}', replica {replica}, episode "
+                                       f"{self.episode})")
+            result.metrics.extend(meta["metrics"])
+            self.records.append(OpRecord(pending.role, node, model, meta["end"] - meta["start"]))
+            self.trace_events.append({"name": node, "ph": "X", "pid": meta["pid"], "tid": replica,
+                                      "ts": meta["start"] * 1e6,
+                                      "dur": (meta["end"] - meta["start"]) * 1e6,
+                                      "args": {"model": model, "episode": self.episode}})
+        if pending.outputs:
+            parts = [(n, concat_shards(self._get(refs, f"result of {n}")))
+                     for n, refs in pending.outputs]
+            result.output = parts[0][1] if len(parts) == 1 else merge_outputs(
+                parts, f"the result of flow '{pending.role}'")
+        return result
+
+    def build_dataset(self, model: str, prompts: list, is_eval: bool) -> Any:
+        """Built where the model lives (its ``setup`` made the tokenizer), sent back here."""
+        return self._get(self.replicas(model)[0].build_dataset.remote(model, prompts, is_eval),
+                         f"{model}.build_dataset")
+
+    def run(self, role: str, data: Any, iteration: int) -> FlowResult:
+        return self.collect(self.submit(role, data, iteration))
+
+    def run_many(self, role: str, batches: list[Any], first_iteration: int
+                 ) -> Iterator[FlowResult]:
+        """Submit every batch before collecting any, so stages on disjoint devices overlap."""
+        pendings = [self.submit(role, b, first_iteration + i) for i, b in enumerate(batches)]
+        for p in pendings:
+            yield self.collect(p)
+
+    # ---- checkpoints, trace, shutdown --------------------------------------------------------
+    def module_states(self) -> dict[str, dict]:
+        return {m: self._get(self.replicas(m)[0].state.remote(m), f"state of {m}")
+                for m in self.module_names}
+
+    def load_module_states(self, states: dict[str, dict]) -> None:
+        refs = [w.load_state.remote(m, st) for m, st in states.items() for w in self.replicas(m)]
+        self.ray.get(refs)
+
+    def write_trace(self, path: str | Path) -> Path:
+        """Chrome/Perfetto trace of every call as it really ran (one row per process)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"traceEvents": self.trace_events}))
+        return path
+
+    def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        for actors in self.workers.values():
+            for a in actors:
+                self.ray.kill(a)
+        for pg in self._pgs:
+            remove_placement_group(pg)
+        self.workers, self._pgs = {}, []
