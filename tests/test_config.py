@@ -7,7 +7,7 @@ import pytest
 import flowrl
 from flowrl import ConfigError
 from flowrl.config import load_config
-from conftest import build_ppo
+from ppo_setup import build_ppo
 
 
 def test_yaml_dict_and_argv(tmp_path):

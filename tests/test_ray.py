@@ -10,7 +10,7 @@ import torch
 
 import flowrl
 from flowrl import BaseModule, Engine, StageError, flow
-from conftest import build_ppo
+from ppo_setup import build_ppo
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

@@ -11,7 +11,7 @@ import flowrl
 from flowrl import BaseModule, Engine, Evaluator, TorchModule, flow
 from flowrl.errors import FlowRLError, KeyCollisionError, StageError
 from flowrl.runtime.sync import sync_parameters
-from conftest import build_ppo
+from ppo_setup import build_ppo
 
 
 class Linear(TorchModule):
@@ -49,7 +49,7 @@ def test_sync_reports_mismatches_and_offloaded_state():
     flowrl.get_args().models["c"] = flowrl.ModelConfig()
     ok.setup()
     ok.offload(("weights",))
-    with pytest.raises(FlowRLError, match="'c' is offloaded"):
+    with pytest.raises(FlowRLError, match="the weights of 'c' are offloaded"):
         sync_parameters(src, ok)
 
 

@@ -9,7 +9,7 @@ import flowrl
 from flowrl import BaseModule, Engine, flow, outputs
 from flowrl.compiler.ir import FLOW_INPUT
 from flowrl.errors import KeyCollisionError, TraceError, UnknownMethodError
-from conftest import build_ppo
+from ppo_setup import build_ppo
 
 
 class Gen(BaseModule):

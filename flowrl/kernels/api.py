@@ -54,7 +54,8 @@ def gae(
     Returns:
         ``(advantages, returns)``, fp32 ``[B, T]`` (fp64 for fp64 inputs),
         zero where ``mask == 0``; ``returns = advantages + values``.
-        Accumulation is fp32 for fp16/bf16 inputs.
+        Accumulation is fp32 for fp16/bf16 inputs. Not differentiable (the
+        inputs are detached): advantages and returns are regression targets.
     """
     for name, t in (("rewards", rewards), ("values", values)):
         _check_float(name, t)
@@ -66,6 +67,12 @@ def gae(
             f"rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, mask {tuple(mask.shape)}"
         )
     which = resolve(backend, rewards, allow_loop=True)
+    # advantages are targets, not part of the graph: every backend treats the inputs as constants
+    rewards, values, mask = rewards.detach(), values.detach(), mask.detach()
+    if rewards.numel() == 0:
+        cd = ref.compute_dtype(torch.promote_types(rewards.dtype, values.dtype))
+        out = torch.zeros(rewards.shape, dtype=cd, device=rewards.device)
+        return out, out.clone()
     if which == "loop":
         return ref.gae_loop(rewards, values, mask, gamma, lam)
     if which == "triton":
@@ -122,6 +129,26 @@ def group_normalize(
 # ------------------------------------------------------------------- log-probs
 
 
+def _rows_view(logits: Tensor) -> Tensor:
+    """``[..., V]`` as a ``[B, T, V]`` *view* whenever possible.
+
+    Callers pass slices such as ``logits[:, :-1]``, whose rows are not evenly
+    strided, so ``reshape(-1, V)`` would copy the whole tensor; both backends
+    take separate batch and time strides instead.
+    """
+    V = logits.shape[-1]
+    try:
+        return logits.view(1, -1, V)
+    except RuntimeError:
+        pass
+    if logits.dim() >= 3:
+        try:
+            return logits.view(-1, logits.shape[-2], V)
+        except RuntimeError:
+            pass
+    return logits.reshape(1, -1, V)  # irregular strides: copy (rare)
+
+
 def token_logprobs(
     logits: Tensor,
     targets: Tensor,
@@ -155,17 +182,17 @@ def token_logprobs(
     if logits.shape[-1] == 0:
         raise ValueError(f"token_logprobs needs a non-empty vocabulary dim; got logits {tuple(logits.shape)}")
     which = resolve(backend, logits)
-    lead, V = targets.shape, logits.shape[-1]
-    logits2d = logits.reshape(-1, V)
+    lead = targets.shape
+    logits3d = _rows_view(logits)
     targets1d = targets.reshape(-1).long()
-    if logits2d.shape[0] == 0:
-        lp = logits2d.sum(-1).to(ref.compute_dtype(logits.dtype))
+    if targets1d.numel() == 0:
+        lp = logits3d.sum(-1).reshape(-1).to(ref.compute_dtype(logits.dtype))
         ent = lp.clone()
     elif which == "triton":
         mod = load_triton_module("logprob_triton", "_logprob_fwd_kernel")
-        lp, ent = mod.token_logprobs_triton(logits2d, targets1d, float(temperature), bool(return_entropy))
+        lp, ent = mod.token_logprobs_triton(logits3d, targets1d, float(temperature), bool(return_entropy))
     else:
-        lp, ent = token_logprobs_torch(logits2d, targets1d, float(temperature), bool(return_entropy))
+        lp, ent = token_logprobs_torch(logits3d, targets1d, float(temperature), bool(return_entropy))
     lp = lp.reshape(lead)
     return (lp, ent.reshape(lead)) if return_entropy else lp
 
@@ -202,5 +229,6 @@ def linear_logprobs(
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     resolve(backend, hidden)  # validates the name / triton availability
     lead = targets.shape
-    out = linear_logprobs_torch(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1).long(), float(temperature), chunk_size)
+    hidden2d, targets1d = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
+    out = linear_logprobs_torch(hidden2d, weight, targets1d, float(temperature), chunk_size)
     return out.reshape(lead)

@@ -72,7 +72,8 @@ def triton_available() -> bool:
 
 def interpret_mode() -> bool:
     """True when the Triton CPU interpreter is switched on (read each call)."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+    # the spellings triton's own getenv_bool accepts
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "y", "yes", "on", "true")
 
 
 def resolve(backend: str, tensor: torch.Tensor, *, allow_loop: bool = False) -> str:
@@ -97,33 +98,50 @@ def resolve(backend: str, tensor: torch.Tensor, *, allow_loop: bool = False) -> 
 
 
 def _check_triton_runnable(tensor: torch.Tensor) -> None:
-    if not triton_available():
-        raise RuntimeError("backend='triton' was requested but triton cannot be imported; use backend='torch'")
-    if tensor.is_cuda:
-        return
-    if tensor.device.type != "cpu":
-        raise RuntimeError(f"backend='triton' supports CUDA tensors (or CPU under TRITON_INTERPRET=1), got {tensor.device}")
-    if not interpret_mode():
+    # the interpreter check comes before anything imports triton: triton's own
+    # standard library is built in one mode when triton is first imported
+    if tensor.device.type == "cpu" and not interpret_mode():
         raise RuntimeError(
             "backend='triton' on a CPU tensor only works with the Triton interpreter: set the environment "
-            "variable TRITON_INTERPRET=1 before the first Triton call (or use backend='torch')"
+            "variable TRITON_INTERPRET=1 before triton is first imported (or use backend='torch')"
         )
+    if not tensor.is_cuda and tensor.device.type != "cpu":
+        raise RuntimeError(f"backend='triton' supports CUDA tensors (or CPU under TRITON_INTERPRET=1), got {tensor.device}")
+    if not triton_available():
+        raise RuntimeError("backend='triton' was requested but triton cannot be imported; use backend='torch'")
+
+
+def triton_imported_interpreted() -> bool:
+    """Whether triton's own ``@jit`` library was built for the interpreter (decided at ``import triton``)."""
+    import triton.language.standard as std
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(std.cdiv, InterpretedFunction)
 
 
 def load_triton_module(name: str, probe: str) -> ModuleType:
     """Import ``flowrl.kernels.<name>`` (which defines ``@triton.jit`` kernels) on first use.
 
-    Triton decides between compiled and interpreted kernels when the decorator
-    runs, reading ``TRITON_INTERPRET`` at that moment. Importing the kernel
-    modules lazily (never from ``flowrl/kernels/__init__``) means the variable
-    only has to be set before the first Triton call, not before ``import
-    flowrl``. If the module was nevertheless defined under the other mode (the
-    variable changed afterwards), it is reloaded so the kernels match the
-    current setting; ``probe`` names one kernel to check.
+    Triton decides between compiled and interpreted kernels when a ``@jit``
+    decorator runs, reading ``TRITON_INTERPRET`` at that moment - for its own
+    standard library (``tl.sum``, ``tl.cdiv`` ...) that is at ``import triton``.
+    Importing the kernel modules lazily (never from ``flowrl/kernels/__init__``,
+    and :func:`resolve` checks the variable before importing triton) means the
+    variable only has to be set before the first Triton call, not before
+    ``import flowrl``. If our module was defined under the other mode it is
+    reloaded; if triton itself was, no reload can fix it and a clear error says
+    so. ``probe`` names one kernel of the module to check.
     """
-    mod = importlib.import_module(f"flowrl.kernels.{name}")
     from triton.runtime.interpreter import InterpretedFunction
 
-    if isinstance(getattr(mod, probe), InterpretedFunction) != interpret_mode():
+    want = interpret_mode()
+    if triton_imported_interpreted() != want:
+        raise RuntimeError(
+            f"triton was imported with TRITON_INTERPRET={'0' if want else '1'} but it is now "
+            f"{'1' if want else '0'}; triton fixes the mode at import, so set TRITON_INTERPRET "
+            "before anything imports triton"
+        )
+    mod = importlib.import_module(f"flowrl.kernels.{name}")
+    if isinstance(getattr(mod, probe), InterpretedFunction) != want:
         mod = importlib.reload(mod)
     return mod

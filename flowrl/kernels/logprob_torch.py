@@ -1,11 +1,13 @@
 """Memory-lean torch paths for per-token log-probs (the "torch" backend).
 
-The unfused ``log_softmax(logits.float()).gather(...)`` keeps a ``[N, V]`` fp32
-copy alive for backward (and another for its gradient). Here rows are processed
-in chunks of about ``_CHUNK_ELEMS`` elements: each chunk is upcast, reduced to
-a log-sum-exp and discarded; backward recomputes the softmax per chunk from
-the saved (original-dtype) logits and the per-row ``lse``. Extra memory is
-``O(chunk)`` plus ``O(N)`` instead of ``O(N * V)`` fp32.
+The unfused ``log_softmax(logits.float()).gather(...)`` builds an ``[N, V]``
+fp32 copy and an ``[N, V]`` fp32 log-softmax, keeps the latter alive for
+backward, and backward adds more ``[N, V]`` fp32 buffers. Here rows are
+processed in chunks of about ``_CHUNK_ELEMS`` elements: each chunk goes
+through torch's fused ``log_softmax(..., dtype=float32)`` (upcast inside the
+kernel), is gathered and discarded; backward recomputes the chunk's softmax
+from the saved original-dtype logits. Extra memory is ``O(chunk) + O(N)``
+besides the gradient itself, and on CPU it runs at about the unfused speed.
 """
 
 from __future__ import annotations
@@ -21,8 +23,21 @@ from .reference import compute_dtype
 _CHUNK_ELEMS = 1 << 22
 
 
-def _rows_per_chunk(V: int, chunk_elems: int | None) -> int:
-    return max(1, (chunk_elems or _CHUNK_ELEMS) // max(V, 1))
+def _chunks(logits: Tensor, chunk_elems: int | None):
+    """Yield ``(rows of logits as [r, V], flat row slice)`` for ``logits [B, T, V]``."""
+    B, T, V = logits.shape
+    rows = max(1, (chunk_elems or _CHUNK_ELEMS) // max(V, 1))
+    for b in range(B):
+        for i in range(0, T, rows):
+            j = min(i + rows, T)
+            yield logits[b, i:j], slice(b * T + i, b * T + j)
+
+
+def _log_softmax(chunk: Tensor, cd: torch.dtype, inv_temp: float) -> Tensor:
+    # log_softmax(dtype=...) upcasts inside the kernel: no separate fp32 copy of the chunk
+    if inv_temp != 1.0:
+        return torch.log_softmax(chunk.to(cd) * inv_temp, dim=-1)
+    return torch.log_softmax(chunk, dim=-1, dtype=cd)
 
 
 def _scaled(chunk: Tensor, cd: torch.dtype, inv_temp: float) -> Tensor:
@@ -34,27 +49,19 @@ def _scaled(chunk: Tensor, cd: torch.dtype, inv_temp: float) -> Tensor:
 class _ChunkedTokenLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool, chunk_elems: int | None):
-        N, V = logits.shape
+        N = logits.shape[0] * logits.shape[1]
         cd = compute_dtype(logits.dtype)
         inv_temp = 1.0 / temperature
         lp = torch.empty(N, dtype=cd, device=logits.device)
-        lse = torch.empty(N, dtype=cd, device=logits.device)
         ent = torch.empty(N if with_entropy else 0, dtype=cd, device=logits.device)
-        rows = _rows_per_chunk(V, chunk_elems)
-        for i in range(0, N, rows):
-            x = _scaled(logits[i : i + rows], cd, inv_temp)
-            mx = x.amax(dim=-1, keepdim=True)
-            mx = torch.where(torch.isfinite(mx), mx, 0.0)  # all -inf row: avoid inf - inf
-            e = (x - mx).exp_()
-            s = e.sum(-1)
-            row_lse = mx.squeeze(-1) + s.log()
-            lse[i : i + rows] = row_lse
-            lp[i : i + rows] = x.gather(1, targets[i : i + rows, None]).squeeze(1) - row_lse
+        for chunk, sl in _chunks(logits, chunk_elems):
+            lsm = _log_softmax(chunk, cd, inv_temp)
+            lp[sl] = lsm.gather(1, targets[sl, None]).squeeze(1)
             if with_entropy:
-                # H = lse - E_p[x]; 0 * (-inf) from masked vocab entries -> 0
-                px = (e * x).nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
-                ent[i : i + rows] = row_lse - px.sum(-1) / s
-        ctx.save_for_backward(logits, targets, lse, ent)
+                # -sum p log p; p = 0 where log p = -inf (masked vocab) gives nan -> 0
+                plogp = lsm.exp().mul_(lsm).nan_to_num_(nan=0.0)
+                ent[sl] = -plogp.sum(-1)
+        ctx.save_for_backward(logits, targets, ent)
         ctx.inv_temp = inv_temp
         ctx.chunk_elems = chunk_elems
         if not with_entropy:
@@ -64,37 +71,44 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_lp: Tensor | None, g_ent: Tensor | None):
-        logits, targets, lse, ent = ctx.saved_tensors
-        N, V = logits.shape
-        cd = lse.dtype
+        # recompute softmax per chunk (a fused torch kernel) instead of keeping [N, V] fp32 alive
+        logits, targets, ent = ctx.saved_tensors
+        N = logits.shape[0] * logits.shape[1]
+        cd = compute_dtype(logits.dtype)
         inv_temp = ctx.inv_temp
         if ent.numel() == 0:
             g_ent = None
         if g_lp is None:
             g_lp = torch.zeros(N, dtype=cd, device=logits.device)
-        grad = torch.empty_like(logits)
-        rows = _rows_per_chunk(V, ctx.chunk_elems)
-        for i in range(0, N, rows):
-            sl = slice(i, i + rows)
-            logp = _scaled(logits[sl], cd, inv_temp) - lse[sl, None]
-            p = logp.exp()
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        for (chunk, sl), g_rows in zip(_chunks(logits, ctx.chunk_elems), _chunks(grad, ctx.chunk_elems)):
             gl = g_lp[sl, None].to(cd)
-            g = p * -gl
+            if g_ent is None:
+                if inv_temp != 1.0:
+                    p = torch.softmax(chunk.to(cd) * inv_temp, -1)
+                else:
+                    p = torch.softmax(chunk, -1, dtype=cd)
+                g = p.mul_(-gl)
+            else:
+                # d/dx_v of g_lp*log p_t + g_H*H = g_lp*(1[v=t] - p_v) - g_H*p_v*(log p_v + H)
+                lsm = _log_softmax(chunk, cd, inv_temp)
+                p = lsm.exp()
+                ent_term = lsm.add_(ent[sl, None]).mul_(p).nan_to_num_(nan=0.0)
+                g = p.mul_(-gl).sub_(ent_term.mul_(g_ent[sl, None].to(cd)))
             g.scatter_add_(1, targets[sl, None], gl)
-            if g_ent is not None:
-                # dH/dx_v = -p_v (log p_v + H); the product is 0 where p == 0 (log p = -inf)
-                t = (p * (logp + ent[sl, None])).nan_to_num_(nan=0.0)
-                g.sub_(t * g_ent[sl, None].to(cd))
             if inv_temp != 1.0:
                 g.mul_(inv_temp)
-            grad[sl] = g
+            g_rows[0].copy_(g)
         return grad, None, None, None, None
 
 
 def token_logprobs_torch(
     logits: Tensor, targets: Tensor, temperature: float, return_entropy: bool, chunk_elems: int | None = None
 ) -> tuple[Tensor, Tensor]:
-    """``logits [N, V]``, ``targets [N]`` -> ``(logp [N], entropy [N] or empty)``."""
+    """``logits [N, V]`` or ``[B, T, V]`` (any strides), ``targets [N]`` or ``[B*T]`` (row-major)
+    -> ``(logp, entropy or empty)``, flat ``[N]``."""
+    if logits.dim() == 2:
+        logits = logits.unsqueeze(0)
     return _ChunkedTokenLogprobs.apply(logits, targets, temperature, return_entropy, chunk_elems)
 
 

@@ -27,11 +27,12 @@ from .reference import compute_dtype
 @triton.jit
 def _logprob_fwd_kernel(
     x_ptr, t_ptr, lp_ptr, lse_ptr, ent_ptr,
-    V, stride_x, inv_temp,
+    V, T, stride_b, stride_t, inv_temp,
     BLOCK_V: tl.constexpr, WITH_ENT: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)  # int64: N * V exceeds 2**31 at real sizes
-    x_row = x_ptr + row * stride_x
+    # logits are [B, T, V] with any row strides (e.g. logits[:, :-1] without a copy)
+    x_row = x_ptr + (row // T) * stride_b + (row % T) * stride_t
     acc_ty = lp_ptr.dtype.element_ty
     offs = tl.arange(0, BLOCK_V)
     neg_inf = tl.full([BLOCK_V], float("-inf"), acc_ty)
@@ -63,12 +64,12 @@ def _logprob_fwd_kernel(
 @triton.jit
 def _logprob_bwd_kernel(
     x_ptr, t_ptr, lse_ptr, ent_ptr, glp_ptr, gent_ptr, gx_ptr,
-    V, stride_x, stride_gx, inv_temp,
+    V, T, stride_b, stride_t, inv_temp,
     BLOCK_V: tl.constexpr, HAS_GLP: tl.constexpr, HAS_GENT: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * stride_x
-    gx_row = gx_ptr + row * stride_gx
+    x_row = x_ptr + (row // T) * stride_b + (row % T) * stride_t
+    gx_row = gx_ptr + row * V  # the gradient is allocated contiguous
     acc_ty = lse_ptr.dtype.element_ty
     offs = tl.arange(0, BLOCK_V)
     lse = tl.load(lse_ptr + row)
@@ -92,35 +93,41 @@ def _logprob_bwd_kernel(
         tl.store(gx_row + cols, (g * inv_temp).to(gx_ptr.dtype.element_ty), mask=ok)
 
 
-def _pick_block(V: int, block_v: int | None) -> tuple[int, int]:
+def _pick_block(V: int, block_v: int | None, num_warps: int | None) -> tuple[int, int]:
+    # Untuned heuristic (no GPU was available when this was written): 4096
+    # elements (8 KiB of bf16) per iteration per program keeps enough bytes in
+    # flight per SM; small vocabularies use one iteration. benchmarks/kernels.py
+    # --sweep times the alternatives on a GPU.
     if block_v is None:
-        # 4096 elements (8 KiB of bf16) per iteration per program keeps enough
-        # bytes in flight per SM; smaller vocabularies use one iteration.
         block_v = min(triton.next_power_of_2(V), 4096)
     if block_v & (block_v - 1):
         raise ValueError(f"block_v must be a power of two, got {block_v}")
-    return block_v, (4 if block_v <= 1024 else 8)
+    return block_v, num_warps or (4 if block_v <= 1024 else 8)
 
 
 class _TritonTokenLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool, block_v: int | None):
+    def forward(
+        ctx, logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool,
+        block_v: int | None, num_warps: int | None,
+    ):
         if logits.stride(-1) != 1:
             logits = logits.contiguous()
         targets = targets.contiguous()
-        N, V = logits.shape
+        B, T, V = logits.shape
+        N = B * T
         cd = compute_dtype(logits.dtype)
         lp = torch.empty(N, dtype=cd, device=logits.device)
         lse = torch.empty(N, dtype=cd, device=logits.device)
         ent = torch.empty(N if with_entropy else 0, dtype=cd, device=logits.device)
-        block, warps = _pick_block(V, block_v)
+        block, warps = _pick_block(V, block_v, num_warps)
         _logprob_fwd_kernel[(N,)](
             logits, targets, lp, lse, ent if with_entropy else lse,
-            V, logits.stride(0), 1.0 / temperature,
+            V, T, logits.stride(0), logits.stride(1), 1.0 / temperature,
             BLOCK_V=block, WITH_ENT=with_entropy, num_warps=warps,
         )
         ctx.save_for_backward(logits, targets, lse, ent)
-        ctx.inv_temp, ctx.block_v = 1.0 / temperature, block_v
+        ctx.inv_temp, ctx.block_v, ctx.num_warps = 1.0 / temperature, block_v, num_warps
         if not with_entropy:
             ctx.mark_non_differentiable(ent)
         return lp, ent
@@ -129,25 +136,33 @@ class _TritonTokenLogprobs(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_lp: Tensor | None, g_ent: Tensor | None):
         logits, targets, lse, ent = ctx.saved_tensors
-        N, V = logits.shape
+        B, T, V = logits.shape
+        N = B * T
         if ent.numel() == 0:
             g_ent = None
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         # grads of reductions such as .sum() arrive expanded (stride 0): make them real rows
         g_lp = g_lp.contiguous() if g_lp is not None else None
         g_ent = g_ent.contiguous() if g_ent is not None else None
-        block, warps = _pick_block(V, ctx.block_v)
+        block, warps = _pick_block(V, ctx.block_v, ctx.num_warps)
         _logprob_bwd_kernel[(N,)](
             logits, targets, lse, ent if g_ent is not None else lse,
             g_lp if g_lp is not None else lse, g_ent if g_ent is not None else lse, grad,
-            V, logits.stride(0), grad.stride(0), ctx.inv_temp,
+            V, T, logits.stride(0), logits.stride(1), ctx.inv_temp,
             BLOCK_V=block, HAS_GLP=g_lp is not None, HAS_GENT=g_ent is not None, num_warps=warps,
         )
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 def token_logprobs_triton(
-    logits: Tensor, targets: Tensor, temperature: float, return_entropy: bool, block_v: int | None = None
+    logits: Tensor, targets: Tensor, temperature: float, return_entropy: bool,
+    block_v: int | None = None, num_warps: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``logits [N, V]``, ``targets [N]`` -> ``(logp [N], entropy [N] or empty)``; ``block_v`` is for tests."""
-    return _TritonTokenLogprobs.apply(logits, targets, temperature, return_entropy, block_v)
+    """``logits [N, V]`` or ``[B, T, V]`` (any row strides), flat ``targets [N]``
+    -> flat ``(logp [N], entropy [N] or empty)``.
+
+    ``block_v`` / ``num_warps`` override the launch heuristic (tests, tuning).
+    """
+    if logits.dim() == 2:
+        logits = logits.unsqueeze(0)
+    return _TritonTokenLogprobs.apply(logits, targets, temperature, return_entropy, block_v, num_warps)

@@ -56,14 +56,24 @@ def reverse_linear_scan(a: Tensor, b: Tensor) -> Tensor:
     ``ceil(log2 T)`` vectorised steps replace the T-step Python loop. Only
     products and sums of the inputs are formed - no division by ``a**t``, which
     would underflow for long sequences - so it is as accurate as the loop.
+    Two ping-pong buffer pairs are allocated once; the steps write into them
+    with ``out=`` (no allocation per step). ``a`` and ``b`` are not modified.
     """
     T = a.shape[-1]
+    if T <= 1:
+        return b.clone()
+    a, b = a.clone(), b.clone()
+    a2, b2 = torch.empty_like(a), torch.empty_like(b)
     s = 1
     while s < T:
-        head_b = torch.addcmul(b[..., : T - s], a[..., : T - s], b[..., s:])
-        b = torch.cat([head_b, b[..., T - s :]], dim=-1)
+        n = T - s
+        torch.addcmul(b[..., :n], a[..., :n], b[..., s:], out=b2[..., :n])
+        b2[..., n:] = b[..., n:]  # these already reach the end of the sequence
         if 2 * s < T:  # the last step does not need the composed coefficients
-            a = torch.cat([a[..., : T - s] * a[..., s:], a[..., T - s :]], dim=-1)
+            torch.mul(a[..., :n], a[..., s:], out=a2[..., :n])
+            a2[..., n:] = a[..., n:]
+            a, a2 = a2, a
+        b, b2 = b2, b
         s *= 2
     return b
 

@@ -115,6 +115,11 @@ class BaseModule:
     def onload(self, what: tuple[str, ...] = ("weights", "grads", "optimizer")) -> int:
         return 0
 
+    @property
+    def offloaded_state(self) -> frozenset[str]:
+        """Which kinds of state ("weights", "grads", "optimizer") are off the device now."""
+        return frozenset()
+
     def named_sync_tensors(self) -> dict[str, Any]:
         """Tensors a parameter sync reads (trainer) or writes (inference model)."""
         raise NotImplementedError(

@@ -86,6 +86,10 @@ class TorchModule(BaseModule):
     def is_offloaded(self) -> bool:
         return bool(self._host)
 
+    @property
+    def offloaded_state(self) -> frozenset[str]:
+        return frozenset(self._host)
+
     # ---- parameter sync and checkpoints --------------------------------------------------
     def named_sync_tensors(self) -> dict[str, torch.Tensor]:
         if self.model is None:

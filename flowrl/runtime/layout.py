@@ -27,12 +27,12 @@ class WorkerGroup:
     dp: dict[str, int] = field(default_factory=dict)
 
 
-def _placed_devices(placement: Any, model: str) -> list[int] | None:
+def _placed(placement: Any, model: str, field: str) -> Any:
+    """A field of the compiled mesh of ``model`` (``Mesh`` or its dict form), if placed."""
     entry = placement.get(model) if isinstance(placement, dict) else None
     if entry is None:
         return None
-    devices = entry.get("devices") if isinstance(entry, dict) else getattr(entry, "devices", None)
-    return list(devices) if devices is not None else None
+    return entry.get(field) if isinstance(entry, dict) else getattr(entry, field, None)
 
 
 def worker_groups(models: list[str], configs: dict[str, ModelConfig],
@@ -40,7 +40,8 @@ def worker_groups(models: list[str], configs: dict[str, ModelConfig],
     """Group models into worker groups from the compiled placement, else from the config."""
     g = nx.Graph()
     g.add_nodes_from(models)
-    placed = {m: _placed_devices(placement or {}, m) for m in models}
+    placed = {m: _placed(placement or {}, m, "devices") for m in models}
+    placed = {m: (list(d) if d is not None else None) for m, d in placed.items()}
     if all(d is not None for d in placed.values()):
         for a in models:
             for b in models:
@@ -56,7 +57,8 @@ def worker_groups(models: list[str], configs: dict[str, ModelConfig],
     groups, next_device = [], 0
     for comp in sorted(nx.connected_components(g), key=lambda c: min(models.index(m) for m in c)):
         members = sorted(comp, key=models.index)
-        dp = {m: configs[m].dp_size for m in members}
+        # The compiled mesh decides data parallelism (colocate gives a model every device).
+        dp = {m: _placed(placement or {}, m, "dp") or configs[m].dp_size for m in members}
         if all(placed[m] is not None for m in members):
             devices = sorted(set().union(*(placed[m] for m in members)))
         else:

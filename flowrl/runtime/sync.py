@@ -52,10 +52,10 @@ def sync_parameters(src: BaseModule, dst: BaseModule) -> SyncStats:
     the Ray runtime streams fixed-size buckets between processes instead.
     """
     t0 = time.perf_counter()
-    for m in (src, dst):
-        if getattr(m, "is_offloaded", False):
-            raise FlowRLError(f"cannot sync {src.name} -> {dst.name}: '{m.name}' is offloaded "
-                              f"(the schedule must onload it before the sync)")
+    for m in (src, dst):  # a sync reads and writes weights only; grads/optimizer may be off
+        if "weights" in m.offloaded_state:
+            raise FlowRLError(f"cannot sync {src.name} -> {dst.name}: the weights of '{m.name}' "
+                              f"are offloaded (the schedule must onload them before the sync)")
     s, d = src.named_sync_tensors(), dst.named_sync_tensors()
     check_sync_compatible(s, d, src.name, dst.name)
     names = sorted(d)

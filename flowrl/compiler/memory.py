@@ -1,0 +1,164 @@
+"""Pass 3, ``memory``: per-device memory at every call and sync of one iteration.
+
+Persistent state per model and device (its mesh has ``tp*pp*dp`` devices):
+
+* weights ``P * dtype_bytes / (tp*pp)``;
+* grads (trainers) ``P * dtype_bytes / (tp*pp)``;
+* optimizer (trainers, Adam) ``P * 12 / (tp*pp*dp)`` for 16-bit training (fp32 master copy +
+  two moments), ``P * 8 / (tp*pp*dp)`` for fp32: sharded over data parallel ranks
+  (distributed optimizer / ZeRO-1).
+
+Transient memory of the running op, on the devices of its mesh (``b`` samples per replica):
+
+* generate: KV cache ``b * S * kv_per_token / (tp*pp)`` (``kv_per_token = 2 * L * h *
+  dtype_bytes``) + prefill activations ``4 * b * S_p * h * dtype_bytes / tp`` + last-token
+  fp32 logits ``4 * b * V / tp``;
+* forward: activations ``4 * b * S * h * dtype_bytes / tp`` + fp32 logits ``4 * b * S * V / tp``;
+* train: activations with selective recompute ``34 * S * m * h * L / tp * dtype_bytes / 2``
+  (``m`` micro-batch samples per replica; with 1F1B a stage holds ``pp`` micro-batches of
+  ``L/pp`` layers, i.e. ``L`` layers' worth) + fp32 logits and their gradient
+  ``8 * m * S * V / tp``;
+* sync: one bucket of ``sync_bucket_mb`` (at most the weight shard) on source and
+  destination devices.
+
+"Before offload" assumes every model's state stays resident all the time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from flowrl.compiler.cluster import ClusterSpec
+from flowrl.compiler.costmodel import CallKind, call_batch, call_kind, micro_batch_per_replica
+from flowrl.compiler.ir import FlowGraph, Mesh, Op
+from flowrl.compiler.resources import ModelResources, repeats
+from flowrl.config import RuntimeArgs
+
+#: Roles in the order an episode runs them (eval, when present, follows the sync).
+ROLE_ORDER = ("rollout", "train", "sync", "eval")
+#: A sync needs both models *fully* onloaded (weights, grads, optimizer), not just weights:
+#: the runtime's ``sync_parameters`` refuses a module with any state offloaded. If it only
+#: checked weights (all a sync reads or writes), set this False to save the transfers.
+SYNC_NEEDS_ALL_STATE = False
+
+Key = tuple[str, str]  # (model, state kind)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One model's state of one kind: the same bytes on each device of its mesh."""
+
+    model: str
+    kind: str
+    per_device: int
+    devices: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return self.per_device * len(self.devices)
+
+
+@dataclass
+class Moment:
+    """A call or sync op: the state it needs resident and its transient bytes per device."""
+
+    role: str
+    op: Op
+    kind: str  # generate | forward | train | sync
+    need: frozenset[Key]
+    transient: dict[int, int]
+
+
+@dataclass
+class MemoryModel:
+    """Everything the offload pass needs, plus the before-offload timeline."""
+
+    num_devices: int
+    capacity: int
+    items: dict[Key, Item]
+    moments: list[Moment]
+    roles: list[str]
+    repeats: dict[str, int] = field(default_factory=dict)  # runs of each role per iteration
+    before: list[list[int]] = field(default_factory=list)  # per moment, per device
+    peak_before: list[int] = field(default_factory=list)
+
+    def usage(self, resident, moment: Moment | None,
+              extra: dict[int, int] | None = None) -> list[int]:
+        """Bytes per device while ``moment`` runs (None: between ops) with ``resident`` state."""
+        use = [0] * self.num_devices
+        for key in resident:
+            it = self.items[key]
+            for d in it.devices:
+                use[d] += it.per_device
+        for d, b in (moment.transient.items() if moment is not None else ()):
+            use[d] += b
+        for d, b in (extra or {}).items():
+            use[d] += b
+        return use
+
+
+def state_bytes(res: ModelResources, mesh: Mesh) -> dict[str, int]:
+    """Per-device bytes of each kind of persistent state."""
+    out = {"weights": math.ceil(res.weight_bytes / res.mp)}
+    if res.trainable:
+        out["grads"] = math.ceil(res.grad_bytes / res.mp)
+        out["optimizer"] = math.ceil(res.optimizer_bytes / len(mesh.devices))
+    return out
+
+
+def transient_bytes(kind: CallKind, res: ModelResources, mesh: Mesh, args: RuntimeArgs) -> int:
+    """Per-device working memory of one call (see the module docstring)."""
+    h, v, dt = res.hidden_size, res.vocab_size, res.dtype_bytes
+    s = res.max_seq_len
+    if kind == "train":
+        m = micro_batch_per_replica(args, mesh.dp)
+        act = 34 * s * m * h * res.num_layers / res.tp * dt / 2
+        return int(act + 8 * m * s * v / res.tp)
+    b = math.ceil(call_batch(kind, args) / mesh.dp)
+    if kind == "generate":
+        kv = b * s * res.kv_bytes_per_token / res.mp
+        return int(kv + 4 * b * res.prompt_len * h * dt / res.tp + 4 * b * v / res.tp)
+    return int(4 * b * s * h * dt / res.tp + 4 * b * s * v / res.tp)
+
+
+def memory(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
+           resources: dict[str, ModelResources], placement: dict[str, Mesh],
+           cluster: ClusterSpec, args: RuntimeArgs) -> MemoryModel:
+    """State items, the moments of one iteration (roles in episode order) and the memory at
+    each moment if nothing were ever offloaded."""
+    items: dict[Key, Item] = {}
+    for name, res in resources.items():
+        mesh = placement[name]
+        for kind, b in state_bytes(res, mesh).items():
+            items[(name, kind)] = Item(name, kind, b, mesh.devices)
+    roles = [r for r in ROLE_ORDER if r in graphs or r == "sync"]
+    moments: list[Moment] = []
+    bucket = int(args.sync_bucket_mb * 1e6)
+    for role in roles:
+        if role == "sync":
+            for src, dst in sync:
+                kinds = ("weights", "grads", "optimizer") if SYNC_NEEDS_ALL_STATE else ("weights",)
+                need = frozenset((m, k) for m in (src, dst) for k in kinds if (m, k) in items)
+                devices = tuple(sorted(set(placement[src].devices) | set(placement[dst].devices)))
+                op = Op("sync", dst, src=src, devices=devices)
+                b = min(bucket, items[(dst, "weights")].per_device)
+                moments.append(Moment(role, op, "sync", need, {d: b for d in devices}))
+            continue
+        for call in graphs[role].calls():
+            res, mesh = resources[call.model], placement[call.model]
+            kind = call_kind(call, role, res)
+            need = {(call.model, "weights")}
+            if kind == "train":
+                need |= {(call.model, k) for k in ("grads", "optimizer")
+                         if (call.model, k) in items}
+            t = transient_bytes(kind, res, mesh, args)
+            op = Op("call", call.model, node=call.id, devices=mesh.devices)
+            moments.append(Moment(role, op, kind, frozenset(need), {d: t for d in mesh.devices}))
+    mem = MemoryModel(cluster.num_devices, cluster.capacity_bytes, items, moments, roles,
+                      repeats(args))
+    everything = list(items)
+    mem.before = [mem.usage(everything, m) for m in moments]
+    mem.peak_before = [max((u[d] for u in mem.before), default=0)
+                       for d in range(cluster.num_devices)]
+    return mem

@@ -1,0 +1,164 @@
+"""Per-model resource specs, derived from config without loading weights.
+
+Sizes come from ``num_params`` or from ``num_layers``/``hidden_size``/``vocab_size``
+(``P = 12 * L * h^2 + V * h``: attention + MLP blocks plus a tied embedding). Whatever is
+missing of layers/hidden/vocab when ``num_params`` is given is guessed from the usual GPT
+aspect ratio (``L ~ h / 128``, ``V = 32000``); give them for accurate KV-cache and
+activation estimates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowrl.compiler.ir import FlowGraph
+from flowrl.config import ModelConfig, OffloadPolicy, RuntimeArgs
+from flowrl.errors import CompileError
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+DEFAULT_SEQ_LEN = 2048
+DEFAULT_VOCAB = 32000
+STATE_KINDS = ("weights", "grads", "optimizer")
+
+
+@dataclass(frozen=True)
+class ModelResources:
+    """What planning knows about one model (all sizes are whole-model totals)."""
+
+    name: str
+    num_params: int
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    dtype: str
+    trainable: bool
+    tp: int
+    pp: int
+    pinned_devices: int | None  # device count fixed by num_devices / data_parallel_size
+    manual_devices: tuple[int, ...] | None
+    max_seq_len: int
+    max_new_tokens: int
+    colocation_group: str | None
+    offload: OffloadPolicy
+    generates: bool = False  # samples responses when it reads a rollout's prompts
+
+    @property
+    def mp(self) -> int:
+        """Model-parallel size (devices one replica spans)."""
+        return self.tp * self.pp
+
+    @property
+    def dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def prompt_len(self) -> int:
+        return max(1, self.max_seq_len - self.max_new_tokens)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.num_params * self.dtype_bytes
+
+    @property
+    def grad_bytes(self) -> int:
+        return self.num_params * self.dtype_bytes if self.trainable else 0
+
+    @property
+    def optimizer_bytes(self) -> int:
+        """Adam: fp32 master copy + two moments for 16-bit training, two moments for fp32."""
+        if not self.trainable:
+            return 0
+        return self.num_params * (8 if self.dtype == "fp32" else 12)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V for every layer (full multi-head attention; GQA would need less)."""
+        return 2 * self.num_layers * self.hidden_size * self.dtype_bytes
+
+    def state_kinds(self) -> tuple[str, ...]:
+        """Kinds of persistent device state this model holds."""
+        return STATE_KINDS if self.trainable else ("weights",)
+
+    def offloadable(self, kind: str) -> bool:
+        """Whether the offload policy lets the compiler move ``kind`` off the device."""
+        return self.offload == "auto" or kind in forced_kinds(self.offload)
+
+
+def forced_kinds(policy: OffloadPolicy) -> tuple[str, ...]:
+    """State a policy offloads whenever the model is idle (``auto``: only where needed)."""
+    return {"weights": ("weights",), "optimizer": ("optimizer",),
+            "all": STATE_KINDS}.get(policy, ())
+
+
+def _size(name: str, cfg: ModelConfig) -> tuple[int, int, int, int]:
+    """(num_params, layers, hidden, vocab), derived as documented above."""
+    p, layers, hidden, vocab = cfg.num_params, cfg.num_layers, cfg.hidden_size, cfg.vocab_size
+    if p is None:
+        missing = [f for f, v in (("num_layers", layers), ("hidden_size", hidden),
+                                  ("vocab_size", vocab)) if v is None]
+        if missing:
+            raise CompileError(
+                f"model '{name}' has no size: set models.{name}.num_params (or "
+                f"models.{name}.num_layers, hidden_size and vocab_size; missing: "
+                f"{', '.join(missing)})")
+        return 12 * layers * hidden * hidden + vocab * hidden, layers, hidden, vocab
+    vocab = vocab or DEFAULT_VOCAB
+    if hidden is None:
+        # P ~ 12 L h^2 with L ~ h / 128  =>  h ~ (128 P / 12)^(1/3), rounded to 64 when large.
+        hidden = max(1, round((p * 128 / 12) ** (1 / 3)))
+        hidden = hidden if hidden < 256 else 64 * round(hidden / 64)
+    if layers is None:
+        layers = max(1, round(max(p - vocab * hidden, p // 2) / (12 * hidden * hidden)))
+    return p, layers, hidden, vocab
+
+
+def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph],
+                    sync: list[tuple[str, str]] = ()) -> dict[str, ModelResources]:
+    """Resources of every model any graph calls (validated configs assumed).
+
+    A model *generates* (its prompt-reading rollout/eval call samples responses) when it is a
+    sync destination (the policy being trained) or its section sets ``max_new_tokens``;
+    other prompt-reading calls only score (offline DPO's reference, say).
+    """
+    used = {c.model: None for g in graphs.values() for c in g.calls()}
+    synced = {dst for _, dst in sync}
+    trains = {c.model for g in graphs.values() for c in g.calls() if c.is_train}
+    seqs = [m.max_seq_len for m in models.values() if m.max_seq_len]
+    news = [m.max_new_tokens for m in models.values() if m.max_new_tokens]
+    # Models that do not say inherit the flow's lengths: one sequence passes through all.
+    flow_seq = max(seqs) if seqs else DEFAULT_SEQ_LEN
+    flow_new = max(news) if news else flow_seq // 2
+    out: dict[str, ModelResources] = {}
+    for name in used:
+        cfg = models[name]
+        p, layers, hidden, vocab = _size(name, cfg)
+        seq = cfg.max_seq_len or flow_seq
+        new = min(cfg.max_new_tokens or flow_new, max(1, seq - 1))
+        pinned = None
+        if cfg.num_devices is not None or cfg.data_parallel_size is not None:
+            pinned = cfg.total_devices
+        trainable = cfg.trainable if cfg.trainable is not None else name in trains
+        out[name] = ModelResources(
+            name=name, num_params=p, num_layers=layers, hidden_size=hidden, vocab_size=vocab,
+            dtype=cfg.dtype, trainable=trainable, tp=cfg.tensor_model_parallel_size,
+            pp=cfg.pipeline_model_parallel_size, pinned_devices=pinned,
+            manual_devices=tuple(cfg.devices) if cfg.devices is not None else None,
+            max_seq_len=seq, max_new_tokens=new, colocation_group=cfg.colocation_group,
+            offload=cfg.offload, generates=name in synced or cfg.max_new_tokens is not None)
+    return out
+
+
+def repeats(args: RuntimeArgs) -> dict[str, int]:
+    """How often each role runs per episode (iteration)."""
+    return {"rollout": args.sample_per_episode // args.generation_batch_size,
+            "train": args.num_training_epoch * (args.sample_per_episode
+                                                // args.train_global_batch_size),
+            "sync": 1}
+
+
+def fmt_bytes(n: float) -> str:
+    """``17.5 GB``-style (1e9-based, like the cluster spec)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
