@@ -136,6 +136,12 @@ class RewardInference(BaseModule):
         self.kl.update(kl_per_seq, len(score))
         return {"score": score, "advantages": out["advantages"], "returns": out["returns"]}
 
+    def state_dict_for_checkpoint(self) -> dict:
+        return {"kl": self.kl.state_dict()}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.kl.load_state_dict(state["kl"])
+
 
 class _Trainer(TorchModule):
     value_head = False

@@ -48,6 +48,21 @@ class RuntimeArgs(_Strict):
     shuffle: bool = Field(True, description="shuffle prompts and the replay buffer (seeded)")
     progress: bool = Field(True, description="show progress bars")
     sync_bucket_mb: float = Field(64.0, gt=0, description="parameter-sync bucket size")
+    num_inference_per_prompt: int = Field(
+        1, ge=1, description="responses sampled per prompt (GRPO group size, online-DPO "
+        "candidates); the episode loop repeats each prompt this many times in a row, and "
+        "sample_per_episode / generation_batch_size count samples, not prompts")
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="prompts per eval-flow call (default generation_batch_size)")
+    enable_eval_before_training: bool = Field(
+        False, description="also evaluate before the first episode (logged as episode 0)")
+    resume: bool = Field(False, description="learn() resumes from the latest good checkpoint")
+    checkpoint_dir: str | None = Field(
+        None, description="where checkpoints go (default output_dir/checkpoints)")
+    keep_last_checkpoints: int = Field(0, ge=0, description="keep only the newest N (0: all)")
+    tensorboard: bool | None = Field(
+        None, description="TensorBoard event files under output_dir/tb (default: on when "
+        "output_dir is set and tensorboard is installed)")
 
     @model_validator(mode="after")
     def _batch_sizes_divide(self) -> "RuntimeArgs":
@@ -59,12 +74,26 @@ class RuntimeArgs(_Strict):
             ("train_global_batch_size", self.train_global_batch_size, "train_micro_batch_size",
              self.train_micro_batch_size),
         ]
+        checks.append(("generation_batch_size", self.generation_batch_size,
+                       "num_inference_per_prompt", self.num_inference_per_prompt))
         for big_name, big, small_name, small in checks:
             if big % small:
                 raise ValueError(
                     f"{small_name}={small} must divide {big_name}={big} "
                     f"(field runtime_args.{small_name})")
+        if (self.save_episode_interval or self.resume) and not (self.output_dir or
+                                                                 self.checkpoint_dir):
+            field = "save_episode_interval" if self.save_episode_interval else "resume"
+            raise ValueError(f"{field} needs a place for checkpoints: set output_dir or "
+                             f"checkpoint_dir (field runtime_args.{field})")
         return self
+
+    @property
+    def checkpoint_root(self) -> str | None:
+        """``checkpoint_dir``, else ``output_dir/checkpoints``, else ``None``."""
+        if self.checkpoint_dir:
+            return self.checkpoint_dir
+        return f"{self.output_dir}/checkpoints" if self.output_dir else None
 
 
 class ModelConfig(_Strict):

@@ -7,6 +7,7 @@ executor, which only executes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -17,25 +18,39 @@ from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
 from flowrl.errors import ConfigError, FlowRLError
 from flowrl.models.base import BaseModule
+from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset
 from flowrl.runtime.episodes import EpisodeRunner
-from flowrl.runtime.executor import LocalExecutor
-from flowrl.runtime.metrics import MetricsLogger
+from flowrl.runtime.executor import LocalExecutor, write_op_profile
+from flowrl.runtime.factory import make_executor
+from flowrl.runtime.metrics import MetricsLogger, aggregate
 
 
 class Evaluator:
-    """Runs an eval flow over an eval prompt set; ``post_process`` turns outputs into metrics.
+    """An eval flow run over an eval prompt set every ``runtime_args.eval_episode_interval``
+    episodes (and before the first with ``enable_eval_before_training``).
 
-    Without ``post_process`` every per-sample scalar (a 1-D tensor with one value per sample)
-    in the flow's output is averaged.
+    Each eval prompt runs once (``num_inference_per_prompt`` applies to rollouts only), in
+    batches of ``batch_size`` (default ``runtime_args.eval_batch_size``, else
+    ``generation_batch_size``). The metrics are ``post_process(outputs)`` (``outputs``: the
+    flow's output per batch) or, without it, the mean of every per-sample float (a 1-D float
+    tensor) in the outputs; what the eval flow's modules ``log`` is added as
+    ``<model>/<name>``; everything is prefixed ``eval/``. Evaluation saves and restores the
+    training RNG streams, so adding an evaluator never changes the training trajectory.
     """
 
-    def __init__(self, eval_flow: Flow, post_process: Callable[[list[dict]], dict] | None = None):
+    def __init__(self, eval_flow: Flow, post_process: Callable[[list[dict]], dict] | None = None,
+                 batch_size: int | None = None) -> None:
+        if not isinstance(eval_flow, Flow):
+            raise TypeError(f"eval_flow must be a @flow function, got {type(eval_flow).__name__}")
         self.flow = eval_flow
         self.post_process = post_process
+        self.batch_size = batch_size
         self.prompts: list | None = None
 
     def set_dataset(self, prompts: list) -> "Evaluator":
+        if not len(prompts):
+            raise ConfigError("Evaluator.set_dataset got no prompts")
         self.prompts = list(prompts)
         return self
 
@@ -46,10 +61,21 @@ class Evaluator:
     def default_metrics(self, outputs: list[dict]) -> dict[str, float]:
         sums: dict[str, list[torch.Tensor]] = {}
         for out in outputs:
-            for k, v in out.items():
+            for k, v in (out or {}).items():
                 if isinstance(v, torch.Tensor) and v.dim() == 1 and v.is_floating_point():
                     sums.setdefault(k, []).append(v.float())
         return {k: torch.cat(v).mean().item() for k, v in sums.items()}
+
+    def evaluate(self, batches: list[dict], run: Callable[[dict, int], Any]) -> dict[str, float]:
+        """Run the eval flow on each batch (``run(batch, i)`` -> a ``FlowResult``) and reduce."""
+        outputs, entries = [], []
+        for i, batch in enumerate(batches):
+            res = run(batch, i)
+            outputs.append(res.output)
+            entries += res.metrics
+        metrics = aggregate(entries)
+        metrics.update((self.post_process or self.default_metrics)(outputs))
+        return {f"eval/{k}": float(v) for k, v in metrics.items()}
 
 
 def module_methods(module: BaseModule) -> frozenset[str]:
@@ -63,11 +89,15 @@ def module_methods(module: BaseModule) -> frozenset[str]:
     return frozenset(names)
 
 
-def _first_dataset_module(graph: FlowGraph, modules: dict[str, BaseModule]) -> BaseModule:
-    for call in graph.entry_calls():
-        m = modules[call.model]
-        if type(m).build_dataset is not BaseModule.build_dataset:
-            return m
+def _first_dataset_module(graph: FlowGraph, modules: dict[str, BaseModule],
+                          fallback: FlowGraph | None = None) -> BaseModule:
+    """The first model reading the flow's input that implements ``build_dataset``; else the
+    same in ``fallback`` (the train flow: offline DPO's policy builds the preference data)."""
+    for g in (graph, fallback):
+        for call in (g.entry_calls() if g is not None else []):
+            m = modules[call.model]
+            if type(m).build_dataset is not BaseModule.build_dataset:
+                return m
     first = graph.entry_calls()[0].model if graph.entry_calls() else graph.calls()[0].model
     raise FlowRLError(
         f"flow '{graph.name}': its first model '{first}' must implement "
@@ -79,6 +109,8 @@ class Engine:
 
     >>> engine = Engine(rollout, train, sync={ppo_policy: policy, ppo_value: value})
     >>> engine.set_dataset(prompts); engine.learn()
+
+    ``sync`` may be empty (offline DPO trains the only copy of the policy).
     """
 
     def __init__(self, rollout: Flow, train: Flow,
@@ -97,6 +129,7 @@ class Engine:
         self.executor: LocalExecutor | None = None
         self.runner: EpisodeRunner | None = None
         self.schedule: Schedule | None = None
+        self._eval_dataset: Any = None
 
     # ---- construction checks ---------------------------------------------------------------
     def _modules_of(self, graphs) -> dict[str, BaseModule]:
@@ -131,7 +164,11 @@ class Engine:
 
     def set_evaluator(self, evaluator: Evaluator) -> "Engine":
         """Run ``evaluator`` every ``runtime_args.eval_episode_interval`` episodes."""
+        if self.executor is not None:
+            raise ConfigError("set_evaluator must be called before learn() (the eval flow is "
+                              "compiled with the others)")
         self.evaluator = evaluator
+        self.schedule = None  # recompile with the eval flow
         self.graphs["eval"] = evaluator.flow.trace()
         self.modules.update(self._modules_of([self.graphs["eval"]]))
         return self
@@ -153,7 +190,7 @@ class Engine:
                 self.graphs, {n: self.config.model(n) for n in self.modules}, self.sync_pairs,
                 cluster=cluster, strategy=strategy or "colocate",
                 methods={n: module_methods(m) for n, m in self.modules.items()},
-                seed=self.config.runtime_args.seed)
+                seed=self.config.runtime_args.seed, runtime_args=self.config.runtime_args)
         return self.schedule
 
     def setup(self) -> None:
@@ -161,49 +198,82 @@ class Engine:
         if self.executor is not None:
             return
         schedule = self.schedule or self.compile()
-        self.executor = LocalExecutor(schedule, self.modules)
+        self.executor = make_executor(schedule, self.modules, self.config)
         self.executor.setup()
         if self.prompts is None:
             raise ConfigError("call engine.set_dataset(prompts) before learn()")
-        owner = _first_dataset_module(self.graphs["rollout"], self.modules)
-        dataset = owner.build_dataset(self.prompts, False)
+        owner = _first_dataset_module(self.graphs["rollout"], self.modules, self.graphs["train"])
+        dataset = self.executor.build_dataset(owner.name, self.prompts, False)
         check_dataset(dataset, f"{owner.name}")
         a = self.config.runtime_args
-        stream = PromptStream(dataset, a.generation_batch_size, a.seed, shuffle=a.shuffle)
-        logger = MetricsLogger(a.output_dir)
+        # A prompt batch holds generation_batch_size / n prompts; the loop repeats each n times.
+        stream = PromptStream(dataset, a.generation_batch_size // a.num_inference_per_prompt,
+                              a.seed, shuffle=a.shuffle)
+        logger = MetricsLogger(a.output_dir, tensorboard=a.tensorboard)
         evaluate = self._evaluate if self.evaluator is not None else None
-        self.runner = EpisodeRunner(self.executor, self.config, stream, logger, evaluate)
+        root = a.checkpoint_root
+        checkpoints = CheckpointManager(root, a.keep_last_checkpoints, logger.console) \
+            if root else None
+        self.runner = EpisodeRunner(self.executor, self.config, stream, logger, evaluate,
+                                    modules=self.modules, checkpoints=checkpoints)
 
-    def learn(self, num_episode: int | None = None) -> list[dict[str, Any]]:
+    def learn(self, num_episode: int | None = None, resume: bool | None = None,
+              ) -> list[dict[str, Any]]:
         """Train; returns one metrics row per episode (also in ``output_dir/metrics.jsonl``).
 
-        Under ``flowrl explain`` it only compiles, records the schedule and returns ``[]``.
+        ``resume`` (default ``runtime_args.resume``): first load the newest good checkpoint
+        and continue from its episode (only when this engine has not trained yet). Under
+        ``flowrl explain`` it only compiles, records the schedule and returns ``[]``.
         """
         request = context.explain_request()
         if request is not None:
             request.schedules.append(self.compile(request.cluster, request.strategy))
             return []
         self.setup()
+        resume = self.config.runtime_args.resume if resume is None else resume
+        if resume and self.runner.episode == 0 and not self.runner.logger.history:
+            self.runner.resume()
         try:
             return self.runner.run(num_episode)
         finally:
             self.runner.logger.close()
+            out_dir = self.config.runtime_args.output_dir
+            if out_dir:
+                write_op_profile(self.executor.records, Path(out_dir) / "op_profile.jsonl")
+                if hasattr(self.executor, "write_trace"):
+                    self.executor.write_trace(Path(out_dir) / "runtime_trace.json")
+
+    def shutdown(self) -> None:
+        """Release the executor's processes (Ray actors and placement groups)."""
+        if self.executor is not None and hasattr(self.executor, "shutdown"):
+            self.executor.shutdown()  # Ray: each worker's modules shut down with their process
+        else:
+            for m in self.modules.values():
+                m.shutdown()
+        self.executor = None
 
     @property
     def history(self) -> list[dict[str, Any]]:
         return self.runner.logger.history if self.runner else []
 
     # ---- evaluation ------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Run the evaluator now (setting the engine up if needed); returns its metrics."""
+        if self.evaluator is None:
+            raise ConfigError("no evaluator: call engine.set_evaluator(Evaluator(flow)) first")
+        self.setup()
+        return self.runner.run_eval(self.runner.episode)
+
     def _evaluate(self, episode: int) -> dict[str, float]:
         ev = self.evaluator
         if ev.prompts is None:
             raise ConfigError("the evaluator has no prompts: call evaluator.set_dataset(prompts)")
-        owner = _first_dataset_module(self.graphs["eval"], self.modules)
-        dataset = owner.build_dataset(ev.prompts, True)
-        check_dataset(dataset, owner.name)
-        stream = PromptStream(dataset, self.config.runtime_args.generation_batch_size,
-                              seed=0, shuffle=False, drop_last=False)
-        n = -(-len(dataset) // stream.batch_size)
-        outputs = [self.executor.run("eval", stream.next(), i).output for i in range(n)]
-        metrics = (ev.post_process or ev.default_metrics)(outputs)
-        return {f"eval/{k}": float(v) for k, v in metrics.items()}
+        if self._eval_dataset is None:  # built once, on first use
+            owner = _first_dataset_module(self.graphs["eval"], self.modules)
+            self._eval_dataset = self.executor.build_dataset(owner.name, ev.prompts, True)
+            check_dataset(self._eval_dataset, owner.name)
+        a = self.config.runtime_args
+        size = ev.batch_size or a.eval_batch_size or a.generation_batch_size
+        stream = PromptStream(self._eval_dataset, size, seed=0, shuffle=False, drop_last=False)
+        batches = [stream.next() for _ in range(-(-len(self._eval_dataset) // size))]
+        return ev.evaluate(batches, lambda b, i: self.executor.run("eval", b, i))

@@ -113,3 +113,10 @@ class KLController:
             err = max(min(observed_kl / self.target - 1.0, 0.2), -0.2)
             self.kl_coef *= 1.0 + err * n_samples / self.horizon
         return self.kl_coef
+
+    def state_dict(self) -> dict[str, float]:
+        """For checkpoints: the adaptive coefficient is state a resumed run must continue."""
+        return {"kl_coef": self.kl_coef}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.kl_coef = float(state["kl_coef"])

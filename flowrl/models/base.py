@@ -12,6 +12,7 @@ from flowrl.errors import UnknownMethodError
 LIFECYCLE_METHODS = frozenset({
     "setup", "build_dataset", "offload", "onload", "parameters_for_sync", "load_synced",
     "state_dict_for_checkpoint", "load_checkpoint_state", "named_sync_tensors",
+    "shutdown", "push_staged_weights", "push_weights", "gathered",
 })
 
 
@@ -124,6 +125,9 @@ class BaseModule:
         """Tensors a parameter sync reads (trainer) or writes (inference model)."""
         raise NotImplementedError(
             f"{type(self).__name__} ('{self.name}') does not support parameter sync")
+
+    def shutdown(self) -> None:
+        """Release resources a backend holds outside Python (engines, worker processes)."""
 
     def state_dict_for_checkpoint(self) -> dict[str, Any]:
         return {}

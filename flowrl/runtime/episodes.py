@@ -3,20 +3,34 @@
 Per episode: ``sample_per_episode`` prompts -> rollout flow in ``generation_batch_size``
 chunks -> replay buffer -> ``num_training_epoch`` passes of global batches (lists of
 micro-batches) through the train flow -> parameter sync -> eval every
-``eval_episode_interval`` episodes.
+``eval_episode_interval`` episodes -> checkpoint every ``save_episode_interval`` episodes.
+
+With ``num_inference_per_prompt = n > 1`` each prompt batch of ``generation_batch_size / n``
+prompts is expanded so every prompt appears n times in a row (a GRPO group): the rollout flow
+always sees ``generation_batch_size`` samples and ``sample_per_episode`` counts samples.
+
+Checkpoints hold what makes a resumed run continue bit for bit: the modules' states (through
+``state_dict_for_checkpoint``, or the executor's ``module_states()`` when it has one), the
+episode and iteration counters, the prompt stream's position, the replay buffer, the global
+RNG states and the metrics history (see :mod:`flowrl.runtime.checkpoint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable, Protocol
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowrl.config import FlowRLConfig
 from flowrl.errors import FlowRLError
-from flowrl.runtime.data import PromptStream
+from flowrl.models.base import BaseModule
+from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, preserved_rng, rng_state,
+                                       set_rng_state)
+from flowrl.runtime.data import Batch, PromptStream
 from flowrl.runtime.executor import FlowResult
 from flowrl.runtime.metrics import MetricsLogger, aggregate
 from flowrl.runtime.replay import ReplayBuffer
@@ -29,15 +43,64 @@ class Executor(Protocol):
 
     def run(self, role: str, data: Any, iteration: int) -> FlowResult: ...
 
+    def run_many(self, role: str, batches: list[Any], first_iteration: int
+                 ) -> Iterator[FlowResult]: ...
+
+    def build_dataset(self, model: str, prompts: list, is_eval: bool) -> Any: ...
+
+
+def repeat_samples(batch: Batch, n: int) -> Batch:
+    """Every sample of ``batch`` ``n`` times in a row (tensors along dim 0, lists item by item;
+    batch-level scalars stay as they are)."""
+    if n == 1:
+        return batch
+    out: Batch = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            out[k] = v.repeat_interleave(n, 0)
+        elif isinstance(v, (list, tuple)):
+            out[k] = [x for x in v for _ in range(n)]
+        else:
+            out[k] = v
+    return out
+
+
+def _copy_tensors(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _copy_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copy_tensors(v) for v in obj)
+    return obj
+
+
+@contextlib.contextmanager
+def _onloaded(module: BaseModule) -> Iterator[bool]:
+    """The module's state on its device for the block (offloaded again afterwards); yields
+    whether it was offloaded."""
+    kinds = tuple(getattr(module, "_host", {}))  # TorchModule: what is offloaded now
+    if kinds:
+        module.onload(kinds)
+    try:
+        yield bool(kinds)
+    finally:
+        if kinds:
+            module.offload(kinds)
+
 
 class EpisodeRunner:
-    """Drives episodes through an executor and logs one metrics row per episode."""
+    """Drives episodes through an executor, logs one metrics row per episode, evaluates and
+    checkpoints at the configured intervals, and resumes from a checkpoint."""
 
     def __init__(self, executor: Executor, config: FlowRLConfig, prompts: PromptStream,
                  logger: MetricsLogger, evaluate: Callable[[int], dict[str, float]] | None = None,
-                 ) -> None:
+                 modules: dict[str, BaseModule] | None = None,
+                 checkpoints: CheckpointManager | None = None) -> None:
         self.executor, self.config, self.prompts = executor, config, prompts
         self.logger, self.evaluate = logger, evaluate
+        self.modules = modules or {}
+        self.checkpoints = checkpoints
         self.args = config.runtime_args
         self.buffer = ReplayBuffer()
         self.train_iteration = 0
@@ -50,17 +113,103 @@ class EpisodeRunner:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=self.logger.console,
                       disable=not self.args.progress, transient=False) as progress:
+            if self.episode == 0 and not self.logger.history and \
+                    self.args.enable_eval_before_training and self.evaluate:
+                self.logger.log(0, self.run_eval(0))
+                rows.append(self.logger.history[-1])
             ep_task = progress.add_task("episodes", total=total, completed=self.episode)
             while self.episode < total:
                 metrics = self.run_episode(progress)
                 self.episode += 1
                 if self.evaluate and self.args.eval_episode_interval and \
                         self.episode % self.args.eval_episode_interval == 0:
-                    metrics.update(self.evaluate(self.episode))
+                    metrics.update(self.run_eval(self.episode))
                 self.logger.log(self.episode, metrics)
                 rows.append(self.logger.history[-1])
+                every = self.args.save_episode_interval
+                if self.checkpoints is not None and every and \
+                        (self.episode % every == 0 or self.episode == total):
+                    self.save_checkpoint()
                 progress.advance(ep_task)
         return rows
+
+    def run_eval(self, episode: int) -> dict[str, float]:
+        """Evaluate without disturbing the training RNG streams (so eval changes no result)."""
+        t0 = time.perf_counter()
+        with preserved_rng():
+            metrics = dict(self.evaluate(episode))
+        metrics["time/eval_s"] = time.perf_counter() - t0
+        return metrics
+
+    # ---- checkpoint and resume -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's own state (module states are saved beside it)."""
+        return {"episode": self.episode, "train_iteration": self.train_iteration,
+                "prompts": self.prompts.state_dict(), "replay": list(self.buffer.samples),
+                "rng": rng_state(), "metrics": list(self.logger.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episode = int(state["episode"])
+        self.train_iteration = int(state["train_iteration"])
+        self.executor.episode = self.episode
+        self.prompts.load_state_dict(state["prompts"])
+        self.buffer.clear()
+        self.buffer.samples.extend(state["replay"])
+        set_rng_state(state["rng"])
+        self.logger.restore(state["metrics"])
+
+    def module_states(self) -> dict[str, Any]:
+        get = getattr(self.executor, "module_states", None)
+        if get is not None:  # an executor whose modules live elsewhere (Ray actors)
+            return get()
+        states = {}
+        for name, m in self.modules.items():
+            with _onloaded(m) as was_offloaded:
+                state = m.state_dict_for_checkpoint()
+                # state dicts share storage with the live tensors, which offload empties
+                states[name] = _copy_tensors(state) if was_offloaded else state
+        return states
+
+    def load_module_states(self, states: dict[str, Any]) -> None:
+        missing = sorted(set(self.modules) - set(states))
+        if missing:
+            raise FlowRLError(f"the checkpoint has no state for model(s) {', '.join(missing)}; "
+                              f"it was written by an engine with other models")
+        states = {n: states[n] for n in self.modules}
+        load = getattr(self.executor, "load_module_states", None)
+        if load is not None:
+            load(states)
+            return
+        for name, m in self.modules.items():
+            with _onloaded(m):
+                m.load_checkpoint_state(states[name])
+
+    def save_checkpoint(self) -> Path:
+        """Checkpoint the state after ``self.episode`` episodes (atomically)."""
+        if self.checkpoints is None:
+            raise FlowRLError("no checkpoint directory: set runtime_args.output_dir or "
+                              "checkpoint_dir")
+        t0 = time.perf_counter()
+        parts = {"runner": self.state_dict()}
+        parts.update({f"modules/{n}": st for n, st in self.module_states().items()})
+        path = self.checkpoints.save(self.episode, parts)
+        self.logger.console.print(f"saved checkpoint {path} ({time.perf_counter() - t0:.2f}s)",
+                                  highlight=False, soft_wrap=True)
+        return path
+
+    def resume(self) -> Checkpoint | None:
+        """Load the newest good checkpoint (bad ones are reported and skipped); ``None`` and a
+        fresh start when there is none."""
+        ckpt = self.checkpoints.load_latest() if self.checkpoints is not None else None
+        if ckpt is None:
+            self.logger.console.print("no checkpoint to resume from; starting at episode 0",
+                                      highlight=False)
+            return None
+        self.load_module_states(ckpt.modules())
+        self.load_state_dict(ckpt.parts["runner"])
+        self.logger.console.print(f"resumed from {ckpt.path} (episode {ckpt.episode})",
+                                  highlight=False, soft_wrap=True)
+        return ckpt
 
     def run_episode(self, progress: Progress | None = None) -> dict[str, float]:
         a = self.args
@@ -71,9 +220,10 @@ class EpisodeRunner:
 
         t0 = time.perf_counter()
         self.buffer.clear()
-        for i in range(n_batches):
-            batch = self.prompts.next()
-            res = self.executor.run("rollout", batch, self.episode * n_batches + i)
+        n = a.num_inference_per_prompt
+        batches = [repeat_samples(self.prompts.next(), n) for _ in range(n_batches)]
+        # run_many lets a distributed executor pipeline the batches across devices.
+        for res in self.executor.run_many("rollout", batches, self.episode * n_batches):
             if res.output is None:
                 raise FlowRLError("the rollout flow returned nothing: return the outputs that "
                                   "form the training samples (e.g. `return reward_out`)")
@@ -85,6 +235,15 @@ class EpisodeRunner:
             progress.remove_task(task)
         t1 = time.perf_counter()
 
+        per_epoch = len(self.buffer) // a.train_global_batch_size
+        if per_epoch == 0:
+            raise FlowRLError(
+                f"the rollout flow produced {len(self.buffer)} samples this episode, fewer "
+                f"than one global batch (runtime_args.train_global_batch_size="
+                f"{a.train_global_batch_size}); with a flow that reduces samples (online DPO: "
+                f"one pair per prompt) size the global batch to what it returns")
+        task = progress.add_task(f"  train {self.episode + 1}", total=per_epoch *
+                                 a.num_training_epoch) if progress else None
         for epoch in range(a.num_training_epoch):
             gen = None
             if a.shuffle:
@@ -95,6 +254,10 @@ class EpisodeRunner:
                 res = self.executor.run("train", global_batch, self.train_iteration)
                 self.train_iteration += 1
                 entries += res.metrics
+                if task is not None:
+                    progress.advance(task)
+        if task is not None:
+            progress.remove_task(task)
         t2 = time.perf_counter()
 
         sync = self.executor.run("sync", None, self.episode)

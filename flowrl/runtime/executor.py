@@ -6,9 +6,11 @@ ops of one flow role (``rollout``, ``train``, ``eval``, ``sync``) on data it is 
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -39,6 +41,15 @@ class OpRecord:
     model: str
     seconds: float
     bytes: int = 0
+
+
+def write_op_profile(records: list["OpRecord"], path: Path) -> Path:
+    """Measured op times, one JSON object per executed op (``flowrl explain --profile``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(asdict(r)) + "\n")
+    return path
 
 
 def call_seed(seed: int, node_id: str, iteration: int) -> int:

@@ -245,9 +245,11 @@ class RayExecutor:
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
-        for actors in self.workers.values():
-            for a in actors:
-                self.ray.kill(a)
+        actors = [a for group in self.workers.values() for a in group]
+        # Let backends stop their own engines first; a dead or stuck worker is killed anyway.
+        self.ray.wait([a.shutdown.remote() for a in actors], num_returns=len(actors), timeout=30)
+        for a in actors:
+            self.ray.kill(a)
         for pg in self._pgs:
             remove_placement_group(pg)
         self.workers, self._pgs = {}, []

@@ -152,6 +152,10 @@ class Worker:
             moved += unpack_bucket(ray.get(ref), bucket, targets)
         return moved, time.time() - t0
 
+    def shutdown(self) -> None:
+        for m in self.modules.values():
+            m.shutdown()
+
     def state(self, model: str) -> dict:
         return self.modules[model].state_dict_for_checkpoint()
 

@@ -1,0 +1,195 @@
+"""PPO modules over a local Hugging Face Llama: the policy generates with vLLM or HF
+``generate`` (chosen per model in the YAML), the rest are ``HFModule``s.
+
+Task as in ``tiny_ppo_models``: reward = fraction of response characters that are vowels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from flowrl import BaseModule, outputs
+from flowrl.engines import ppo
+from flowrl.models._extras import available
+from flowrl.models.hf import HFModule, load_tokenizer
+
+VOWELS = set("aeiou")
+
+
+class PromptDataset(Dataset):
+    def __init__(self, prompts, tokenizer, width):
+        self.tokenizer, self.width = tokenizer, width
+        self.data = [tokenizer(p).input_ids[-width:] for p in prompts]
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+    def collate_fn(self, samples):
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (self.width - len(s)) + s for s in samples])
+        mask = torch.tensor([[0] * (self.width - len(s)) + [1] * len(s) for s in samples])
+        return {"prompt": ids, "prompt_mask": mask}
+
+
+def full_sequence(data):
+    return (torch.cat([data["prompt"], data["response"]], 1),
+            torch.cat([data["prompt_mask"], data["response_mask"]], 1), data["prompt"].shape[1])
+
+
+class _PolicyMixin:
+    def build_dataset(self, prompts, is_eval=False):
+        return PromptDataset(prompts, self.tokenizer, self.model_args.get("max_prompt_len", 8))
+
+    @outputs("prompt", "prompt_mask", "response", "response_mask", "logprobs")
+    def forward_step(self, data, iteration=0):
+        gen = self.generate(data["prompt"], data["prompt_mask"])
+        p = data["prompt"].shape[1]
+        with torch.no_grad():
+            lp = self.logprob_model.response_logprobs(gen["tokens"], gen["attention_mask"], p)
+        mask = gen["response_mask"]
+        self.log("generated_tokens", mask.sum().item(), reduce="sum")
+        return {"prompt": data["prompt"], "prompt_mask": data["prompt_mask"],
+                "response": gen["tokens"][:, p:], "response_mask": mask, "logprobs": lp * mask}
+
+
+class HFPolicy(_PolicyMixin, HFModule):
+    """Generation with Hugging Face ``generate``."""
+
+    @property
+    def logprob_model(self):
+        return self
+
+
+def make_vllm_policy_class():
+    from flowrl.models.vllm_module import VLLMModule
+
+    class VLLMPolicy(_PolicyMixin, VLLMModule):
+        """Generation with vLLM; log-probs of the sampled tokens from an HF copy of the same
+        weights (kept in sync with the engine through the staging tensors)."""
+
+        def setup(self):
+            super().setup()
+            self._hf = _LogprobHelper(self)
+
+        @property
+        def logprob_model(self):
+            return self._hf
+
+    return VLLMPolicy
+
+
+class _LogprobHelper:
+    """An HF model that reads the vLLM module's staging weights (the same tensors)."""
+
+    def __init__(self, owner):
+        from flowrl.models.hf import load_causal_lm
+
+        self.owner = owner
+        self.model = load_causal_lm(owner.model_path).eval()
+        params = dict(self.model.named_parameters())
+        for n, t in owner._staging.items():  # share storage: a sync updates both at once
+            params[n].data = t
+
+    def response_logprobs(self, tokens, mask, prompt_len):
+        from flowrl.models.hf import response_logprobs
+
+        return response_logprobs(self.model, tokens, mask, prompt_len,
+                                 self.owner.model_args.get("temperature", 1.0))
+
+
+def make_policy(name: str, backend: str):
+    """``backend``: ``vllm``, ``hf`` or ``auto`` (vLLM when installed)."""
+    if backend == "auto":
+        backend = "vllm" if available("vllm") else "hf"
+    if backend == "vllm":
+        return make_vllm_policy_class()(name)
+    if backend == "hf":
+        return HFPolicy(name)
+    raise ValueError(f"models.{name}.args.backend must be auto, vllm or hf; got {backend!r}")
+
+
+class Reference(HFModule):
+    @outputs("ref_logprobs")
+    def forward_step(self, data, iteration=0):
+        tokens, mask, p = full_sequence(data)
+        with torch.no_grad():
+            lp = self.response_logprobs(tokens, mask, p)
+        return {"ref_logprobs": lp * data["response_mask"]}
+
+
+class Value(HFModule):
+    @outputs("values")
+    def forward_step(self, data, iteration=0):
+        tokens, mask, p = full_sequence(data)
+        with torch.no_grad():
+            v = self.response_values(tokens, mask, p)
+        return {"values": v * data["response_mask"]}
+
+
+class Reward(BaseModule):
+    def setup(self):
+        self.tokenizer = load_tokenizer(self.model_args["model_path"])
+        self.kl = ppo.KLController(self.model_args.get("kl_coef", 0.05))
+
+    @outputs("score", "advantages", "returns")
+    def forward_step(self, data, iteration=0):
+        a, mask = self.model_args, data["response_mask"]
+        n = mask.shape[1]
+        scores = []
+        for row, m in zip(data["response"].tolist(), mask.tolist()):
+            text = self.tokenizer.decode([t for t, k in zip(row, m) if k], skip_special_tokens=True)
+            scores.append(sum(c in VOWELS for c in text) / n)
+        score = torch.tensor(scores)
+        out = ppo.ppo_advantages(score, data["logprobs"], data["ref_logprobs"], data["values"],
+                                 mask, self.kl.kl_coef, a.get("gamma", 1.0), a.get("lam", 0.95))
+        kl = out["kl"].sum(1).mean().item()
+        self.log("reward", score.mean().item())
+        self.log("kl", kl)
+        self.kl.update(kl, len(score))
+        return {"score": score, "advantages": out["advantages"], "returns": out["returns"]}
+
+
+class _Trainer(HFModule):
+    def _step(self, micro_batches, loss_fn):
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = {}
+        for mb in micro_batches:
+            loss, s = loss_fn(mb)
+            (loss / len(micro_batches)).backward()
+            for k, v in {"loss": loss, **s}.items():
+                stats[k] = stats.get(k, 0.0) + float(v) / len(micro_batches)
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.model_args.get("max_grad_norm", 1.0)))
+        self.optimizer.step()
+        return stats
+
+
+class PolicyTrainer(_Trainer):
+    def train_step(self, data, iteration):
+        adv = ppo.whiten_advantages(torch.cat([mb["advantages"] for mb in data]),
+                                    torch.cat([mb["response_mask"] for mb in data]))
+        for mb, a in zip(data, adv.split([mb["advantages"].shape[0] for mb in data])):
+            mb["whitened_advantages"] = a
+
+        def loss_fn(mb):
+            tokens, mask, p = full_sequence(mb)
+            lp = self.response_logprobs(tokens, mask, p)
+            return ppo.policy_loss(lp, mb["logprobs"], mb["whitened_advantages"],
+                                   mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
+
+        return self._step(data, loss_fn)
+
+
+class ValueTrainer(_Trainer):
+    def train_step(self, data, iteration):
+        def loss_fn(mb):
+            tokens, mask, p = full_sequence(mb)
+            v = self.response_values(tokens, mask, p)
+            return ppo.value_loss(v, mb["values"], mb["returns"], mb["response_mask"].float(),
+                                  self.model_args.get("clip_eps", 0.2))
+
+        return self._step(data, loss_fn)
