@@ -117,13 +117,22 @@ def test_stages_on_disjoint_devices_overlap():
     assert row["time/rollout_s"] < 0.85 * stage_sum, (row["time/rollout_s"], stage_sum)
 
 
-def test_a_dead_actor_is_reported_with_model_and_replica(tiny_ppo_config):
+def test_a_dead_actor_is_reported_and_resume_loses_no_step(tiny_ppo_config, tmp_path):
     tiny_ppo_config["runtime"] = "ray"
+    tiny_ppo_config["runtime_args"].update(num_episode=4, save_episode_interval=1,
+                                           output_dir=str(tmp_path))
     engine, _ = build_ppo(tiny_ppo_config)
     try:
-        engine.learn(num_episode=1)
+        engine.learn(num_episode=2)  # checkpoints after episodes 1 and 2
         ray.kill(engine.executor.replicas("reference")[0])
         with pytest.raises(StageError, match=r"model 'reference', replica 0.*worker process died"):
-            engine.learn(num_episode=2)
+            engine.learn(num_episode=4)
+        rows = engine.learn(num_episode=4, resume=True)  # fresh workers, from episode 2
     finally:
         engine.shutdown()
+    assert [r["episode"] for r in rows] == [3, 4]
+    tiny_ppo_config["runtime"] = "local"
+    tiny_ppo_config["runtime_args"]["output_dir"] = str(tmp_path / "uninterrupted")
+    uninterrupted, _ = build_ppo(tiny_ppo_config)
+    expected = uninterrupted.learn()
+    assert [_comparable(r) for r in rows] == [_comparable(r) for r in expected[2:]]

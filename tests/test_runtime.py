@@ -69,6 +69,10 @@ def test_offload_releases_and_onload_restores_state():
     assert torch.equal(m.model.weight, w) and not m.is_offloaded
     assert m.offload_count == 1 and m.onload_count == 1
     m.optimizer.step()  # optimizer state came back too
+    m.model(torch.ones(1, 3)).sum().backward()
+    m.offload()
+    m.onload(("grads", "optimizer", "weights"))  # any order: weights come back first
+    assert m.model.weight.grad.shape == m.model.weight.shape and not m.is_offloaded
 
 
 class Source(BaseModule):

@@ -16,7 +16,7 @@ from flowrl import context
 from flowrl.compiler.ir import FlowGraph, Schedule
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
-from flowrl.errors import ConfigError, FlowRLError
+from flowrl.errors import ConfigError, FlowRLError, StageError
 from flowrl.models.base import BaseModule
 from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset
@@ -127,6 +127,7 @@ class Engine:
         self.prompts: list | None = None
         self.evaluator: Evaluator | None = None
         self.executor: LocalExecutor | None = None
+        self._failed = False  # a run stopped on a StageError; learn(resume=True) recovers
         self.runner: EpisodeRunner | None = None
         self.schedule: Schedule | None = None
         self._eval_dataset: Any = None
@@ -229,12 +230,20 @@ class Engine:
         if request is not None:
             request.schedules.append(self.compile(request.cluster, request.strategy))
             return []
-        self.setup()
         resume = self.config.runtime_args.resume if resume is None else resume
+        if resume and self._failed:
+            # A worker died: drop the broken executor, start fresh ones, continue from the
+            # newest checkpoint (whatever ran after it is redone, nothing is skipped).
+            self.shutdown()
+            self.runner, self._failed = None, False
+        self.setup()
         if resume and self.runner.episode == 0 and not self.runner.logger.history:
             self.runner.resume()
         try:
             return self.runner.run(num_episode)
+        except StageError:
+            self._failed = True
+            raise
         finally:
             self.runner.logger.close()
             out_dir = self.config.runtime_args.output_dir

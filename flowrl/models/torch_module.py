@@ -70,7 +70,8 @@ class TorchModule(BaseModule):
     def onload(self, what: tuple[str, ...] = _ALL_STATE) -> int:
         """Bring ``what`` back onto the compute device; returns bytes moved."""
         moved = 0
-        for kind in what:
+        # Weights first: a gradient can only be attached to a parameter of its own shape.
+        for kind in sorted(what, key=lambda k: _ALL_STATE.index(k) if k in _ALL_STATE else 9):
             for t, host in self._host.pop(kind, []):
                 dev = host.to(self.device)
                 if kind == "grads":

@@ -75,6 +75,43 @@ def preserved_rng() -> Iterator[None]:
 
 
 # ---- files ----------------------------------------------------------------------------------
+def _copy_tensors(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _copy_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copy_tensors(v) for v in obj)
+    return obj
+
+
+@contextlib.contextmanager
+def _onloaded(module: Any) -> Iterator[bool]:
+    """The module's state on its device for the block (offloaded again afterwards); yields
+    whether anything was offloaded."""
+    kinds = tuple(module.offloaded_state)
+    if kinds:
+        module.onload(kinds)
+    try:
+        yield bool(kinds)
+    finally:
+        if kinds:
+            module.offload(kinds)
+
+
+def module_checkpoint_state(module: Any) -> dict[str, Any]:
+    """A module's checkpoint state, also when (part of) it is offloaded right now."""
+    with _onloaded(module) as was_offloaded:
+        state = module.state_dict_for_checkpoint()
+        # state dicts share storage with the live tensors, which offloading empties again
+        return _copy_tensors(state) if was_offloaded else state
+
+
+def load_module_checkpoint_state(module: Any, state: dict[str, Any]) -> None:
+    with _onloaded(module):
+        module.load_checkpoint_state(state)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -28,7 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from flowrl.config import FlowRLConfig
 from flowrl.errors import FlowRLError
 from flowrl.models.base import BaseModule
-from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, preserved_rng, rng_state,
+from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, load_module_checkpoint_state,
+                                      module_checkpoint_state, preserved_rng, rng_state,
                                        set_rng_state)
 from flowrl.runtime.data import Batch, PromptStream
 from flowrl.runtime.executor import FlowResult
@@ -63,30 +64,6 @@ def repeat_samples(batch: Batch, n: int) -> Batch:
         else:
             out[k] = v
     return out
-
-
-def _copy_tensors(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _copy_tensors(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_copy_tensors(v) for v in obj)
-    return obj
-
-
-@contextlib.contextmanager
-def _onloaded(module: BaseModule) -> Iterator[bool]:
-    """The module's state on its device for the block (offloaded again afterwards); yields
-    whether it was offloaded."""
-    kinds = tuple(getattr(module, "_host", {}))  # TorchModule: what is offloaded now
-    if kinds:
-        module.onload(kinds)
-    try:
-        yield bool(kinds)
-    finally:
-        if kinds:
-            module.offload(kinds)
 
 
 class EpisodeRunner:
@@ -162,13 +139,7 @@ class EpisodeRunner:
         get = getattr(self.executor, "module_states", None)
         if get is not None:  # an executor whose modules live elsewhere (Ray actors)
             return get()
-        states = {}
-        for name, m in self.modules.items():
-            with _onloaded(m) as was_offloaded:
-                state = m.state_dict_for_checkpoint()
-                # state dicts share storage with the live tensors, which offload empties
-                states[name] = _copy_tensors(state) if was_offloaded else state
-        return states
+        return {name: module_checkpoint_state(m) for name, m in self.modules.items()}
 
     def load_module_states(self, states: dict[str, Any]) -> None:
         missing = sorted(set(self.modules) - set(states))
@@ -181,8 +152,7 @@ class EpisodeRunner:
             load(states)
             return
         for name, m in self.modules.items():
-            with _onloaded(m):
-                m.load_checkpoint_state(states[name])
+            load_module_checkpoint_state(m, states[name])
 
     def save_checkpoint(self) -> Path:
         """Checkpoint the state after ``self.episode`` episodes (atomically)."""

@@ -157,7 +157,11 @@ class Worker:
             m.shutdown()
 
     def state(self, model: str) -> dict:
-        return self.modules[model].state_dict_for_checkpoint()
+        from flowrl.runtime.checkpoint import module_checkpoint_state
+
+        return module_checkpoint_state(self.modules[model])
 
     def load_state(self, model: str, state: dict) -> None:
-        self.modules[model].load_checkpoint_state(state)
+        from flowrl.runtime.checkpoint import load_module_checkpoint_state
+
+        load_module_checkpoint_state(self.modules[model], state)
