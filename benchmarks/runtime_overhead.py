@@ -109,8 +109,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--episodes", type=int, default=8)
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (Ray workers use the same); tiny models are fastest on 1")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     runners = {"hand-written loop": handwritten_runner(), "flowrl local": flowrl_runner("local")}
     if not args.no_ray:
         runners["flowrl ray"] = flowrl_runner("ray")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
+
 import flowrl  # noqa: E402
 from flowrl import RLHFEngine  # noqa: E402
 from tiny_ppo_models import (PolicyInference, PolicyReference, PolicyTrainer,  # noqa: E402
@@ -22,6 +24,7 @@ def make_prompts(n: int, seed: int = 0) -> list[str]:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # models this small run fastest on one thread (no sync overhead)
     flowrl.init(None if "-c" in sys.argv else Path(__file__).with_name("ppo_tiny.yaml"))
     policy = PolicyInference("policy")
     reference = PolicyReference("reference")
