@@ -154,18 +154,7 @@ class Reward(BaseModule):
 
 
 class _Trainer(HFModule):
-    def _step(self, micro_batches, loss_fn):
-        self.optimizer.zero_grad(set_to_none=True)
-        stats = {}
-        for mb in micro_batches:
-            loss, s = loss_fn(mb)
-            (loss / len(micro_batches)).backward()
-            for k, v in {"loss": loss, **s}.items():
-                stats[k] = stats.get(k, 0.0) + float(v) / len(micro_batches)
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.model_args.get("max_grad_norm", 1.0)))
-        self.optimizer.step()
-        return stats
+    """Trainers share HFModule.train_micro_batches (from TorchModule)."""
 
 
 class PolicyTrainer(_Trainer):
@@ -181,7 +170,7 @@ class PolicyTrainer(_Trainer):
             return ppo.policy_loss(lp, mb["logprobs"], mb["whitened_advantages"],
                                    mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
 
-        return self._step(data, loss_fn)
+        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
 
 
 class ValueTrainer(_Trainer):
@@ -192,4 +181,4 @@ class ValueTrainer(_Trainer):
             return ppo.value_loss(v, mb["values"], mb["returns"], mb["response_mask"].float(),
                                   self.model_args.get("clip_eps", 0.2))
 
-        return self._step(data, loss_fn)
+        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))

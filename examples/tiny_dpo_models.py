@@ -53,7 +53,7 @@ class DPOTrainer(_Trainer):
             return dpo.dpo_loss(chosen, rejected, mb["ref_chosen_logps"], mb["ref_rejected_logps"],
                                 weights=mb.get("pair_weight"), **kwargs)
 
-        return self._step(data, loss_fn)
+        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
 
     @outputs("margin", "correct")
     def eval_step(self, data, iteration=0):

@@ -93,4 +93,4 @@ class GRPOTrainer(_Trainer):
                                   a.get("kl_coef", 0.04), loss_agg=a.get("loss_agg",
                                                                          "seq-mean-token-mean"))
 
-        return self._step(data, loss_fn)
+        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))

@@ -151,18 +151,6 @@ class _Trainer(TorchModule):
         self.model = build_lm(a, value_head=self.value_head).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=a.get("lr", 1e-3))
 
-    def _step(self, micro_batches: list[dict], loss_fn) -> dict:
-        self.optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, float] = {}
-        for mb in micro_batches:
-            loss, s = loss_fn(mb)
-            (loss / len(micro_batches)).backward()
-            for k, v in {"loss": loss, **s}.items():
-                stats[k] = stats.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / len(micro_batches)
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.model_args.get("max_grad_norm", 1.0)))
-        self.optimizer.step()
-        return stats
 
 
 class PolicyTrainer(_Trainer):
@@ -181,7 +169,7 @@ class PolicyTrainer(_Trainer):
             return ppo.policy_loss(lp, mb["logprobs"], mb["whitened_advantages"],
                                    mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
 
-        return self._step(data, loss_fn)
+        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
 
 
 class ValueTrainer(_Trainer):
@@ -194,4 +182,4 @@ class ValueTrainer(_Trainer):
             return ppo.value_loss(values, mb["values"], mb["returns"],
                                   mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
 
-        return self._step(data, loss_fn)
+        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))

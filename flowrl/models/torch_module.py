@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -90,6 +90,37 @@ class TorchModule(BaseModule):
     @property
     def offloaded_state(self) -> frozenset[str]:
         return frozenset(self._host)
+
+    # ---- training ----------------------------------------------------------------------------
+    def train_micro_batches(self, micro_batches: list[dict],
+                            loss_fn: Callable[[dict], tuple[torch.Tensor, dict]],
+                            max_grad_norm: float | None = None) -> dict[str, float]:
+        """One optimizer step over a global batch given as micro-batches.
+
+        ``loss_fn(mb)`` returns ``(loss, stats)``; gradients are accumulated as the mean over
+        micro-batches, clipped to ``max_grad_norm`` (when given), and the optimizer (and
+        scheduler, if set) steps once. Returns the micro-batch means of ``loss`` and every
+        stat, plus ``grad_norm`` when clipping.
+        """
+        if self.optimizer is None:
+            raise RuntimeError(f"module '{self.name}' has no self.optimizer (set it in setup())")
+        if not micro_batches:
+            raise ValueError(f"{self.name}: train_micro_batches got no micro-batches")
+        n = len(micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        for mb in micro_batches:
+            loss, extra = loss_fn(mb)
+            (loss / n).backward()
+            for k, v in {"loss": loss, **extra}.items():
+                stats[k] = stats.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / n
+        if max_grad_norm is not None:
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), max_grad_norm))
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return stats
 
     # ---- parameter sync and checkpoints --------------------------------------------------
     def named_sync_tensors(self) -> dict[str, torch.Tensor]:
