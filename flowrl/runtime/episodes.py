@@ -17,7 +17,6 @@ RNG states and the metrics history (see :mod:`flowrl.runtime.checkpoint`).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
