@@ -3,7 +3,8 @@
     flowrl explain SCRIPT.py [--cluster C] [--strategy S] [--format text|json|trace]
                              [--output PATH] [--plot PNG] [SCRIPT ARGS, e.g. -c FILE]
     flowrl explain CONFIG.yaml [same options]
-    flowrl bench placement          (reserved; not implemented yet)
+    flowrl explain TARGET --profile RUN_DIR     (measured op costs instead of the cost model)
+    flowrl bench placement [--quick] [--out DIR]   (benchmarks/placement.py)
 
 ``explain`` on a script runs it with ``learn()`` switched to compile-only (nothing trains,
 no weights are needed by the compiler) and prints the recorded schedules. On a YAML config it
@@ -102,6 +103,34 @@ def _explain_config(path: str, cluster: str | None, strategy: str | None) -> lis
     return [engine.compile(cluster, strategy)]
 
 
+def _load_profile(run_dir: str, cluster: Any, strategy: str | None) -> tuple[Any, Any, Any]:
+    """The profile of ``run_dir``; cluster and strategy default to the run's own (from its
+    ``schedule.json``) when not given."""
+    from flowrl.compiler.profile import load_profile
+
+    profile = load_profile(run_dir)
+    ran = profile.schedule
+    if ran is not None and ran.cluster is not None:
+        if cluster is None:
+            cluster = ran.cluster
+        if strategy is None and ran.strategy in ("colocate", "disaggregate", "manual",
+                                                 "search"):
+            strategy = ran.strategy
+    return cluster, strategy, profile
+
+
+def _apply_profile(schedules: list[Any], profile: Any) -> list[Any]:
+    """Recompile each schedule with the profile's measured op costs (the config that the
+    target left active supplies the model sections and runtime_args)."""
+    from flowrl import context
+    from flowrl.compiler.profile import profile_guided
+
+    cfg = context.get_args()
+    models = {m: cfg.model(m) for s in schedules for g in s.graphs.values() for m in g.models()}
+    return [profile_guided(s, models, profile, runtime_args=cfg.runtime_args,
+                           seed=cfg.runtime_args.seed) for s in schedules]
+
+
 def _numbered(path: str, i: int, n: int) -> str:
     if n == 1:
         return path
@@ -114,15 +143,22 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
     if not os.path.isfile(target):
         print(f"error: no such file: {target}", file=sys.stderr)
         return 2
+    profiles: list[Any] = []
     try:
+        cluster, strategy, profile = args.cluster, args.strategy, None
+        if args.profile:
+            cluster, strategy, profile = _load_profile(args.profile, cluster, strategy)
         if target.endswith((".yaml", ".yml")):
             if extra:
                 print(f"error: unexpected arguments for a config: {' '.join(extra)}",
                       file=sys.stderr)
                 return 2
-            schedules = _explain_config(target, args.cluster, args.strategy)
+            schedules = _explain_config(target, cluster, strategy)
         else:
-            schedules = _explain_script(target, extra, args.cluster, args.strategy)
+            schedules = _explain_script(target, extra, cluster, strategy)
+        if profile is not None:
+            profiles = _apply_profile(schedules, profile)
+            schedules = [r.guided for r in profiles]
     except FlowRLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -130,9 +166,24 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
         traceback.print_exc()
         return 1
     n = len(schedules)
+    if profiles and args.format != "json":
+        from flowrl.compiler.profile import profile_report
+
+        # The comparison goes to stdout in text mode; with --format trace, to stderr.
+        out = sys.stdout if args.format == "text" else sys.stderr
+        for i, r in enumerate(profiles):
+            if n > 1:
+                print(f"=== profile of schedule {i + 1} of {n} ===", file=out)
+            print(profile_report(r), file=out)
+        if args.format == "text":
+            print("=== profile-guided schedule ===")
     if args.format == "json":
         doc = {"schema": "flowrl.explain/1", "source": target,
                "schedules": [s.to_json() for s in schedules]}
+        if profiles:
+            from flowrl.compiler.profile import profile_report_json
+
+            doc["profiles"] = [profile_report_json(r) for r in profiles]
         text = json.dumps(doc, indent=2)
         if args.output:
             Path(args.output).write_text(text + "\n")
@@ -161,6 +212,30 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+#: ``flowrl bench NAME`` runs ``benchmarks/NAME.py``'s ``main(argv)``.
+BENCHMARKS = ("placement",)
+
+
+def _bench(what: str, argv: list[str]) -> int:
+    """Load ``benchmarks/<what>.py`` from the source tree next to the package and run it."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{what}.py"
+    if not path.is_file():
+        print(f"error: flowrl bench {what} needs the source tree (benchmarks/{what}.py next to "
+              f"the flowrl package; install with 'pip install -e .')", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(f"flowrl_bench_{what}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    try:
+        return int(module.main(argv) or 0)
+    except FlowRLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowrl", description="flowrl command line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -176,8 +251,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", help="file for json/trace output (trace default: "
                                           "flowrl_trace.json)")
     e.add_argument("--plot", metavar="PNG", help="also plot per-device memory to this PNG")
-    b = sub.add_parser("bench", help="benchmarks (reserved)")
-    b.add_argument("what", nargs="?", default="placement")
+    e.add_argument("--profile", metavar="RUN_DIR",
+                   help="recompile with the op times a run measured (RUN_DIR/op_profile.jsonl, "
+                        "written by learn() when output_dir is set) instead of the analytic "
+                        "cost model, and show predicted vs measured per op; cluster and "
+                        "strategy default to the run's (RUN_DIR/schedule.json)")
+    b = sub.add_parser("bench", help="benchmarks: 'placement' compares placement strategies",
+                       description="Run a benchmark from the source tree's benchmarks/ "
+                                   "directory; other arguments go to it (see "
+                                   "'flowrl bench placement --help').", add_help=False)
+    b.add_argument("what", nargs="?", default="placement", choices=BENCHMARKS)
     return p
 
 
@@ -191,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         passthrough = []
     args, extra = _parser().parse_known_args(argv)
     if args.command == "bench":
-        print(f"flowrl bench {args.what}: not implemented yet (reserved for a later issue). "
-              f"For compile time see benchmarks/compile_time.py.", file=sys.stderr)
-        return 2
+        return _bench(args.what, extra + passthrough)
     return _explain(args, extra + passthrough)
 
 

@@ -10,7 +10,7 @@ from flowrl.compiler.memory import memory
 from flowrl.compiler.offload import offload
 from flowrl.compiler.placement import Workload, placement
 from flowrl.compiler.resources import ModelResources, model_resources, repeats
-from flowrl.compiler.schedule import schedule
+from flowrl.compiler.schedule import OpCosts, schedule
 from flowrl.compiler.validate import validate
 from flowrl.config import ModelConfig, RuntimeArgs
 
@@ -36,11 +36,12 @@ def workload(graphs: dict[str, FlowGraph], args: RuntimeArgs,
 
 def plan_placement(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
                    resources: dict[str, ModelResources], meshes: dict[str, Mesh],
-                   cluster: ClusterSpec, args: RuntimeArgs, strategy: str) -> Schedule:
+                   cluster: ClusterSpec, args: RuntimeArgs, strategy: str,
+                   op_costs: OpCosts | None = None) -> Schedule:
     """Run memory -> offload -> schedule for a fixed placement and assemble the Schedule."""
     mem = memory(graphs, sync, resources, meshes, cluster, args)
     plan = offload(mem, resources)
-    est, times = schedule(mem, plan, graphs, resources, meshes, cluster, args)
+    est, times = schedule(mem, plan, graphs, resources, meshes, cluster, args, op_costs)
     timeline = []
     for t, mom in enumerate(mem.moments):
         resident: dict[str, list[str]] = {}
@@ -63,7 +64,8 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
                      strategy: str = "colocate",
                      methods: dict[str, frozenset[str]] | None = None, seed: int = 0, *,
                      runtime_args: RuntimeArgs | None = None,
-                     colocation: list[list[str]] | None = None) -> Schedule:
+                     colocation: list[list[str]] | None = None,
+                     op_costs: OpCosts | None = None) -> Schedule:
     """Compile traced flows onto a cluster.
 
     Args:
@@ -78,6 +80,9 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
         runtime_args: batch sizes and repetition counts; default: the active config's
             (``flowrl.init``), else :class:`RuntimeArgs` defaults.
         colocation: extra groups of model names that must share devices.
+        op_costs: ``(role, op, analytic seconds) -> seconds`` replacing the cost model's op
+            durations (profile-guided costs, see :mod:`flowrl.compiler.profile`); placement
+            search scores candidates with it too.
 
     Raises:
         CompileError: invalid flow/config/cluster (names the model and field).
@@ -92,8 +97,9 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
 
     def evaluate(meshes: dict[str, Mesh]) -> float:
         mem = memory(graphs, sync, resources, meshes, spec, args)
-        est, _ = schedule(mem, offload(mem, resources), graphs, resources, meshes, spec, args)
+        est, _ = schedule(mem, offload(mem, resources), graphs, resources, meshes, spec, args,
+                          op_costs)
         return est.iteration_time
 
     meshes = placement(units, resources, spec, strategy, work, args, seed, evaluate)
-    return plan_placement(graphs, sync, resources, meshes, spec, args, strategy)
+    return plan_placement(graphs, sync, resources, meshes, spec, args, strategy, op_costs)

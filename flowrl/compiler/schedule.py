@@ -19,6 +19,8 @@ needs the previous one). Eval is estimated per run but not included in the itera
 
 from __future__ import annotations
 
+from typing import Callable
+
 from flowrl.compiler.cluster import ClusterSpec
 from flowrl.compiler.costmodel import call_kind, call_time, sync_time, transfer_time
 from flowrl.compiler.ir import Estimates, FlowGraph, Mesh, Op
@@ -87,10 +89,23 @@ def role_runs(ops: list[Op], first: list[float], repeat: list[float], graph: Flo
     return end, per_run
 
 
+#: ``op_costs(role, op, analytic_seconds) -> seconds``: replaces the cost model's estimate of
+#: an op (profile-guided costs, :mod:`flowrl.compiler.profile`); ``None``: analytic only.
+OpCosts = Callable[[str, Op, float], float]
+
+
 def op_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
                 resources: dict[str, ModelResources], placement: dict[str, Mesh],
-                cluster: ClusterSpec, args: RuntimeArgs, moved: int | None = None) -> float:
+                cluster: ClusterSpec, args: RuntimeArgs, moved: int | None = None,
+                op_costs: OpCosts | None = None) -> float:
     """Estimated seconds of one op; ``moved``: bytes a transfer really moves (default op.bytes)."""
+    d = _analytic_duration(op, role, graphs, resources, placement, cluster, args, moved)
+    return d if op_costs is None else op_costs(role, op, d)
+
+
+def _analytic_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
+                       resources: dict[str, ModelResources], placement: dict[str, Mesh],
+                       cluster: ClusterSpec, args: RuntimeArgs, moved: int | None) -> float:
     if op.kind == "call":
         kind = call_kind(graphs[role].call(op.node), role, resources[op.model])
         return call_time(kind, resources[op.model], placement[op.model], args, cluster)
@@ -103,10 +118,12 @@ def op_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
 
 def schedule(mem: MemoryModel, plan: OffloadPlan, graphs: dict[str, FlowGraph],
              resources: dict[str, ModelResources], placement: dict[str, Mesh],
-             cluster: ClusterSpec, args: RuntimeArgs) -> tuple[Estimates, list[float]]:
+             cluster: ClusterSpec, args: RuntimeArgs,
+             op_costs: OpCosts | None = None) -> tuple[Estimates, list[float]]:
     """Time every op in ``plan.ops`` (in place) and estimate the iteration.
 
     Returns the estimates and, per memory moment, its start within the iteration.
+    ``op_costs`` (optional) replaces op durations, e.g. with measured ones.
     """
     reps = repeats(args)
     role_time: dict[str, float] = {}
@@ -119,11 +136,13 @@ def schedule(mem: MemoryModel, plan: OffloadPlan, graphs: dict[str, FlowGraph],
         for op in ops:
             if op.kind == "sync":
                 op.bytes = resources[op.model].weight_bytes * placement[op.model].dp
-        durs = [op_duration(op, role, graphs, resources, placement, cluster, args) for op in ops]
+        durs = [op_duration(op, role, graphs, resources, placement, cluster, args,
+                            op_costs=op_costs) for op in ops]
         n_entry = plan.entry_ops.get(role, 0)
         # A repeat is entered from the role's own exit state: its entry ops move (mostly) nothing.
         moved = entry_transfer_bytes(plan, mem, role, plan.exit_state[role])
-        rep_durs = [op_duration(op, role, graphs, resources, placement, cluster, args, b)
+        rep_durs = [op_duration(op, role, graphs, resources, placement, cluster, args, b,
+                                op_costs)
                     for op, b in zip(ops[:n_entry], moved)] + durs[n_entry:]
         n = reps.get(role, 1)
         timeline(ops, rep_durs, graphs.get(role))

@@ -249,6 +249,10 @@ class Engine:
             out_dir = self.config.runtime_args.output_dir
             if out_dir:
                 write_op_profile(self.executor.records, Path(out_dir) / "op_profile.jsonl")
+                if self.executor.schedule.placement:  # compiled: where the times were measured
+                    from flowrl.compiler.profile import write_schedule
+
+                    write_schedule(self.executor.schedule, out_dir)
                 if hasattr(self.executor, "write_trace"):
                     self.executor.write_trace(Path(out_dir) / "runtime_trace.json")
 

@@ -1,0 +1,385 @@
+"""Is the cost model right? The tiny PPO example on this machine, several placements:
+predicted vs measured iteration time, and whether the ordering of placements agrees.
+
+    python benchmarks/cost_model_check.py [--rounds 5] [--out runs/cost_model_check]
+                                          [--placements NAME ...] [--d-model 64 --layers 2]
+
+1. Calibrate the ``local`` device: one virtual device is one CPU core (torch runs with one
+   thread in every process), its FLOP/s the best of a 1024^3 fp32 matmul, its efficiency
+   that of the tiny model's own MLP matmul shape, its memory bandwidth a 256 MB copy (also
+   used for "host" offload and device-to-device links: on a CPU they are memory copies).
+2. Compile the tiny PPO flows (``examples/tiny_ppo_models.py``; parameter counts from
+   constructing the models) for each placement: its estimated iteration time is the
+   prediction.
+3. Run every placement on its runtime (local: one process, ops one after another; ray: one
+   actor per worker group, so disjoint devices really run at once): one warm-up episode,
+   then ``--rounds`` timed episodes, round-robin over the placements so background load hits
+   all alike; measured = median ``time/episode_s``.
+4. Profile-guided: recompile each placement with the op times measured in its own run
+   (``flowrl.compiler.profile``), and with those of the first placement's run (a profile
+   taken on one placement predicting another, as a user would do before a search).
+5. Print predicted vs measured and the pairwise ordering agreement; write CSV and a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+import flowrl  # noqa: E402
+from flowrl.compiler import ClusterSpec, Schedule, compile_schedule  # noqa: E402
+from flowrl.compiler.cluster import _system_ram_bytes  # noqa: E402
+from flowrl.compiler.profile import load_profile, profile_guided  # noqa: E402
+from flowrl.config import ModelConfig  # noqa: E402
+from flowrl.errors import FlowRLError  # noqa: E402
+
+ACTOR = ("policy", "reference", "ppo_policy")
+CRITIC = ("value", "reward", "ppo_value")
+
+
+# ---- calibration ----------------------------------------------------------------------------
+def _best(fn, repeat: int = 7) -> float:
+    fn()
+    out = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - t0)
+    return out
+
+
+def calibrate(d_model: int, tokens: int) -> dict[str, float]:
+    """Single-thread FLOP/s (peak and at the model's MLP shape) and memory bandwidth."""
+    torch.manual_seed(0)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    peak = 2 * 1024 ** 3 / _best(lambda: a @ b)
+    x, w = torch.randn(tokens, d_model), torch.randn(d_model, 4 * d_model)
+    shaped = 2 * tokens * d_model * 4 * d_model / _best(lambda: x @ w, 50)
+    src = torch.ones(64 * 2 ** 20)  # 256 MB fp32
+    dst = torch.empty_like(src)
+    bw = 2 * src.numel() * 4 / _best(lambda: dst.copy_(src))
+    return {"peak_gflops": peak / 1e9, "model_shape_gflops": shaped / 1e9,
+            "bandwidth_gbps": bw / 1e9}
+
+
+def local_cluster(n: int, cal: dict[str, float], memory_gb: float | None = None) -> ClusterSpec:
+    """``local:n`` with this machine's measured speeds (one core per virtual device)."""
+    bw = cal["bandwidth_gbps"]
+    mem = memory_gb if memory_gb is not None else _system_ram_bytes() / 1e9 / n
+    return ClusterSpec(name=f"local:{n} (calibrated)", num_nodes=1, devices_per_node=n,
+                       device_type="cpu-core", device_memory_gb=mem,
+                       device_tflops=cal["peak_gflops"] / 1e3,
+                       flops_efficiency=min(1.0, cal["model_shape_gflops"] / cal["peak_gflops"]),
+                       memory_bandwidth_gbps=bw, intra_node_bandwidth_gbps=bw,
+                       inter_node_bandwidth_gbps=bw, host_bandwidth_gbps=bw,
+                       memory_utilization=1.0)
+
+
+# ---- the tiny PPO --------------------------------------------------------------------------
+def tiny_config(d_model: int, layers: int, output_dir: str | None = None,
+                runtime: str = "local") -> dict[str, Any]:
+    """examples/ppo_tiny.yaml's settings, with the sizes the compiler needs."""
+    from tiny_ppo_models import build_lm
+    from flowrl.models.toy_tokenizer import ToyTokenizer
+
+    args = {"init_seed": 0, "d_model": d_model, "n_layers": layers}
+    lm = sum(p.numel() for p in build_lm(args).parameters())
+    critic = sum(p.numel() for p in build_lm(args, value_head=True).parameters())
+    vocab = ToyTokenizer().vocab_size
+    prompt, new = 8, 16
+
+    def sized(n: int) -> dict[str, Any]:
+        return dict(num_params=n, num_layers=layers, hidden_size=d_model, vocab_size=vocab,
+                    dtype="fp32", max_seq_len=prompt + new, max_new_tokens=new)
+
+    models = {
+        "policy": {**sized(lm), "args": {**args, "max_prompt_len": prompt,
+                                         "max_new_tokens": new, "temperature": 1.0}},
+        "reference": {**sized(lm), "args": dict(args)},
+        # rule-based score + GAE: no weights worth planning for
+        "reward": {"num_params": 1, "num_layers": 1, "hidden_size": 1, "vocab_size": 1,
+                   "dtype": "fp32", "args": {"kl_coef": 0.02, "gamma": 1.0, "lam": 0.95}},
+        "value": {**sized(critic), "args": dict(args)},
+        "ppo_policy": {**sized(lm), "args": {**args, "lr": 0.002, "clip_eps": 0.2}},
+        "ppo_value": {**sized(critic), "args": {**args, "lr": 0.002, "clip_eps": 0.2}},
+    }
+    return {"runtime": runtime,
+            "runtime_args": {"num_episode": 1, "sample_per_episode": 64,
+                             "generation_batch_size": 32, "train_global_batch_size": 32,
+                             "train_micro_batch_size": 16, "num_training_epoch": 2, "seed": 1,
+                             "progress": False, "output_dir": output_dir,
+                             "tensorboard": False},
+            "models": models}
+
+
+@dataclass
+class Placement:
+    name: str
+    devices: int
+    strategy: str  # colocate | disaggregate | manual (actor on device 0, critic on device 1)
+    runtime: str
+    offload: bool = False  # shrink device memory until the compiler must offload
+
+
+PLACEMENTS = (
+    Placement("colocate-1/local", 1, "colocate", "local"),
+    Placement("colocate-1/local/offload", 1, "colocate", "local", offload=True),
+    Placement("colocate-1/ray", 1, "colocate", "ray"),
+    Placement("colocate-2/ray (dp2)", 2, "colocate", "ray"),
+    Placement("actor|critic-2/ray", 2, "manual", "ray"),
+    Placement("disaggregate-6/ray", 6, "disaggregate", "ray"),
+)
+
+
+def _models(cfg: dict[str, Any], placement: Placement) -> dict[str, ModelConfig]:
+    out = {}
+    for name, section in cfg["models"].items():
+        section = dict(section)
+        if placement.strategy == "manual":
+            section["devices"] = [0] if name in ACTOR else [1]
+        out[name] = ModelConfig(**section)
+    return out
+
+
+def compile_for(engine, cfg: dict[str, Any], p: Placement, cal: dict[str, float]) -> Schedule:
+    models = _models(cfg, p)
+    args = engine.config.runtime_args
+
+    def build(memory_gb=None) -> Schedule:
+        return compile_schedule(engine.graphs, models, engine.sync_pairs,
+                                local_cluster(p.devices, cal, memory_gb), p.strategy,
+                                runtime_args=args, seed=args.seed)
+
+    s = build()
+    if not p.offload:
+        return s
+    need = max(s.memory.peak_before) / 1e9
+    for frac in (0.5, 0.6, 0.7, 0.8, 0.9):  # the smallest memory that still compiles
+        try:
+            t = build(need * frac)
+        except FlowRLError:
+            continue
+        if t.estimates.transfer_bytes > 0:
+            return t
+    raise RuntimeError("could not find a device memory that forces offload but fits")
+
+
+@dataclass
+class Run:
+    placement: Placement
+    engine: Any
+    schedule: Schedule
+    out_dir: Path
+    warmup_s: float = 0.0
+    episodes: list[float] = field(default_factory=list)
+    guided_own: float = math.nan
+    guided_first: float = math.nan
+
+    @property
+    def predicted(self) -> float:
+        return self.schedule.estimates.iteration_time
+
+    @property
+    def measured(self) -> float:
+        return statistics.median(self.episodes) if self.episodes else math.nan
+
+
+def start(p: Placement, d_model: int, layers: int, out: Path, cal: dict[str, float]) -> Run:
+    from ppo_tiny import make_prompts
+    from tiny_ppo_models import (PolicyInference, PolicyReference, PolicyTrainer,
+                                 RewardInference, ValueInference, ValueTrainer)
+
+    run_dir = out / "".join(c if c.isalnum() or c in "-_" else "_" for c in p.name)
+    cfg = tiny_config(d_model, layers, str(run_dir), p.runtime)
+    flowrl.init(cfg)
+    engine = flowrl.RLHFEngine(PolicyInference("policy"), PolicyReference("reference"),
+                               RewardInference("reward"), ValueInference("value"),
+                               PolicyTrainer("ppo_policy"), ValueTrainer("ppo_value"))
+    engine.set_dataset(make_prompts(512))
+    engine.schedule = compile_for(engine, cfg, p, cal)
+    run = Run(p, engine, engine.schedule, run_dir)
+    t0 = time.perf_counter()
+    engine.learn(num_episode=1)  # warm-up: process start, setup, first-call costs
+    run.warmup_s = time.perf_counter() - t0
+    return run
+
+
+#: Measured placements closer than this (relative) are a tie: within this machine's noise.
+NOISE = 0.10
+
+
+def agreement(pred: list[float], meas: list[float]) -> dict[str, int]:
+    """Pairs of placements: the order agrees, disagrees, the model predicts a tie (it cannot
+    tell them apart, e.g. the same placement on two runtimes), or the measurements are within
+    ``NOISE`` of each other (too close to call)."""
+    out = {"agree": 0, "disagree": 0, "predicted tie": 0, "within noise": 0}
+    for i in range(len(pred)):
+        for j in range(i + 1, len(pred)):
+            if abs(meas[i] - meas[j]) <= NOISE * min(meas[i], meas[j]):
+                out["within noise"] += 1
+            elif math.isclose(pred[i], pred[j], rel_tol=1e-3):
+                out["predicted tie"] += 1
+            elif (pred[i] < pred[j]) == (meas[i] < meas[j]):
+                out["agree"] += 1
+            else:
+                out["disagree"] += 1
+    return out
+
+
+def fmt(s: float) -> str:
+    if math.isnan(s):
+        return "-"
+    return f"{s:.3g} s" if s >= 1 else f"{s * 1e3:.3g} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="timed episodes per placement")
+    ap.add_argument("--out", default="runs/cost_model_check")
+    ap.add_argument("--placements", nargs="+", metavar="NAME",
+                    help="subset of: " + ", ".join(p.name for p in PLACEMENTS))
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--no-plot", action="store_true")
+    a = ap.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    torch.set_num_threads(1)  # one virtual device = one core (Ray workers inherit this)
+    con = Console(width=200)
+    chosen = [p for p in PLACEMENTS if not a.placements or p.name in a.placements]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cal = calibrate(a.d_model, 32 * 24)
+    con.print(f"calibration (1 thread): matmul 1024^3 {cal['peak_gflops']:.1f} GFLOP/s, "
+              f"model-shaped [{32 * 24}x{a.d_model}]x[{a.d_model}x{4 * a.d_model}] "
+              f"{cal['model_shape_gflops']:.1f} GFLOP/s, copy {cal['bandwidth_gbps']:.1f} GB/s",
+              highlight=False)
+    if any(p.runtime == "ray" for p in chosen):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address="local", num_cpus=2, include_dashboard=False,
+                     resources={"flowrl_device": 2 * sum(p.devices for p in chosen)},
+                     log_to_driver=False)
+    runs: list[Run] = []
+    t_all = time.perf_counter()
+    try:
+        for p in chosen:
+            runs.append(start(p, a.d_model, a.layers, out, cal))
+            con.print(f"started {p.name}: predicted {fmt(runs[-1].predicted)}, warm-up "
+                      f"episode {runs[-1].warmup_s:.1f} s", highlight=False)
+        for r in range(a.rounds):
+            for run in runs:
+                h = run.engine.learn(num_episode=2 + r)
+                run.episodes.append(h[-1]["time/episode_s"])
+            con.print(f"round {r + 1}/{a.rounds}: " + ", ".join(
+                f"{run.placement.name} {run.episodes[-1]:.2f}s" for run in runs), highlight=False)
+    finally:
+        for run in runs:
+            run.engine.shutdown()
+    elapsed = time.perf_counter() - t_all
+
+    # Profile-guided: each run's own profile, and the first run's profile for every placement.
+    first = load_profile(runs[0].out_dir)
+    for run in runs:
+        cfg = tiny_config(a.d_model, a.layers)
+        models = _models(cfg, run.placement)
+        args = run.engine.config.runtime_args
+        own = profile_guided(run.schedule, models, load_profile(run.out_dir),
+                             runtime_args=args, seed=args.seed)
+        run.guided_own = own.guided.estimates.iteration_time
+        from_first = profile_guided(run.schedule, models, first, runtime_args=args,
+                                    seed=args.seed)
+        run.guided_first = from_first.guided.estimates.iteration_time
+
+    t = Table(title=f"tiny PPO (d_model {a.d_model}, {a.layers} layers), "
+                    f"{a.rounds} timed episodes each", title_justify="left")
+    for col in ("placement", "runtime", "predicted", "measured (median)", "meas/pred",
+                "profile-guided (own)", f"profile-guided (from {runs[0].placement.name})",
+                "offload traffic"):
+        t.add_column(col, justify="left" if col in ("placement", "runtime") else "right")
+    for run in runs:
+        t.add_row(run.placement.name, run.placement.runtime, fmt(run.predicted),
+                  fmt(run.measured), f"{run.measured / run.predicted:.3g}x",
+                  fmt(run.guided_own), fmt(run.guided_first),
+                  f"{run.schedule.estimates.transfer_bytes / 1e6:.3g} MB")
+    con.print(t)
+    meas = [r.measured for r in runs]
+    lines = []
+    for label, pred in (("analytic", [r.predicted for r in runs]),
+                        ("profile-guided (own profile)", [r.guided_own for r in runs]),
+                        (f"profile-guided (from {runs[0].placement.name})",
+                         [r.guided_first for r in runs])):
+        ag = agreement(pred, meas)
+        best_p = runs[min(range(len(runs)), key=lambda i: pred[i])].placement.name
+        best_m = runs[min(range(len(runs)), key=lambda i: meas[i])].placement.name
+        lines.append(f"ordering, {label}: " + ", ".join(f"{k} {v}" for k, v in ag.items())
+                     + f" (pairs); fastest predicted {best_p}, measured {best_m}")
+    for line in lines:
+        con.print(line, highlight=False)
+    con.print(f"{len(runs)} placements x {a.rounds + 1} episodes in {elapsed:.0f} s",
+              highlight=False)
+
+    machine = {"platform": platform.platform(), "processor": platform.processor(),
+               "torch": torch.__version__, "threads_per_device": 1, **cal}
+    (out / "calibration.json").write_text(json.dumps(machine, indent=2))
+    path = out / "cost_model_check.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("placement", "runtime", "devices", "strategy", "predicted_s", "measured_s",
+                    "measured_episodes_s", "profile_guided_own_s", "profile_guided_first_s",
+                    "offload_bytes", "warmup_s"))
+        for run in runs:
+            p = run.placement
+            w.writerow((p.name, p.runtime, p.devices, p.strategy, f"{run.predicted:.6g}",
+                        f"{run.measured:.6g}", " ".join(f"{e:.4g}" for e in run.episodes),
+                        f"{run.guided_own:.6g}", f"{run.guided_first:.6g}",
+                        run.schedule.estimates.transfer_bytes, f"{run.warmup_s:.3g}"))
+    con.print(f"wrote {path}", highlight=False)
+    if not a.no_plot:
+        con.print(f"wrote {plot(runs, out / 'cost_model_check.png')}", highlight=False)
+    return 0
+
+
+def plot(runs: list[Run], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1.9 * len(runs) + 2, 4.2))
+    ax = fig.subplots()
+    series = (("predicted (analytic)", [r.predicted for r in runs], "#4c72b0"),
+              ("profile-guided (own)", [r.guided_own for r in runs], "#55a868"),
+              ("measured (median)", [r.measured for r in runs], "#c44e52"))
+    width = 0.8 / len(series)
+    for k, (label, ys, color) in enumerate(series):
+        xs = [i + (k - 1) * width for i in range(len(runs))]
+        ax.bar(xs, ys, width, label=label, color=color)
+        for x, r in zip(xs, runs):
+            if label.startswith("measured") and r.episodes:
+                ax.plot([x, x], [min(r.episodes), max(r.episodes)], color="black", lw=1)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(runs)), [r.placement.name for r in runs], fontsize=8, rotation=12)
+    ax.set_ylabel("iteration (episode) time, s")
+    ax.set_title("tiny PPO on this CPU: predicted vs measured (bars: min-max of episodes)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Profile-guided costs: a run's measured op times replace the analytic cost model.
+
+Both runtimes time every op they execute and ``engine.learn()`` writes the records to
+``output_dir/op_profile.jsonl`` (one JSON object per executed op: ``role``, ``op`` (the op's
+label, e.g. ``policy.forward_step`` or ``sync ppo_policy -> policy``), ``model``,
+``seconds``, ``bytes``). This module reads such a run directory, aggregates the records per
+op (median seconds) and builds an ``op_costs`` function for
+:func:`~flowrl.compiler.pipeline.compile_schedule`, which then times the schedule with the
+measurements instead of the formulas of :mod:`flowrl.compiler.costmodel`:
+
+* a **call** or **sync** op that was measured takes its median measured time, scaled by
+  ``analytic(new mesh) / analytic(measured mesh)`` so that a placement search can still move
+  it (on the placement it was measured on, the factor is exactly 1);
+* an **offload/onload** op takes ``bytes moved x`` the measured seconds per byte of that
+  transfer (or of all measured transfers) instead of ``bytes / host_bandwidth``;
+* ops that were not measured keep their analytic estimate.
+
+The *measured placement* is the run's compiled schedule when the run directory holds it
+(``schedule.json``, ``Schedule.to_json()``); otherwise the profile is assumed to come from a
+run of the placement being compiled (same cluster and strategy).
+
+``flowrl explain TARGET --profile RUN_DIR`` prints :func:`profile_report`: predicted
+(analytic) vs measured seconds per op, and the iteration time analytic, profile-guided and
+measured (median ``time/episode_s`` of ``metrics.jsonl``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowrl.compiler.cluster import ClusterSpec
+from flowrl.compiler.ir import Estimates, Op, Schedule
+from flowrl.config import ModelConfig, RuntimeArgs
+from flowrl.errors import FlowRLError
+
+PROFILE_FILE = "op_profile.jsonl"
+SCHEDULE_FILE = "schedule.json"
+METRICS_FILE = "metrics.jsonl"
+TRANSFERS = ("offload", "onload")
+
+OpKey = tuple[str, str]  # (role, op label)
+
+
+@dataclass(frozen=True)
+class OpStat:
+    """Measured times of one op (all its executions in the run)."""
+
+    role: str
+    op: str
+    model: str
+    count: int
+    median_s: float
+    #: transfers only: executions that moved bytes, and their median seconds per byte
+    moves: int = 0
+    seconds_per_byte: float | None = None
+    median_bytes: int = 0
+
+
+@dataclass
+class Profile:
+    """A run's measurements: per-op statistics, episode times and (if saved) its schedule."""
+
+    source: str
+    ops: dict[OpKey, OpStat]
+    episode_times: list[float] = field(default_factory=list)
+    schedule: Schedule | None = None  # the schedule the run executed, if saved
+
+    @property
+    def iteration_episodes(self) -> list[float]:
+        """Episode times used for the measured iteration: the first (warm-up: process start,
+        first-call costs) is left out when there are at least three."""
+        return self.episode_times[1:] if len(self.episode_times) >= 3 else self.episode_times
+
+    @property
+    def measured_iteration(self) -> float | None:
+        eps = self.iteration_episodes
+        return statistics.median(eps) if eps else None
+
+    @property
+    def transfer_seconds_per_byte(self) -> float | None:
+        """Over every measured transfer that moved bytes (total seconds / total bytes)."""
+        moving = [s for s in self.ops.values() if s.op.split(" ", 1)[0] in TRANSFERS and s.moves]
+        if not moving:
+            return None
+        return statistics.median(s.seconds_per_byte for s in moving)
+
+
+def _op_kind(label: str) -> str:
+    head = label.split(" ", 1)[0]
+    return head if head in TRANSFERS or head == "sync" else "call"
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[OpKey, OpStat]:
+    """Per (role, op label): the median of its measured seconds (and, for transfers, of the
+    seconds per byte of the executions that moved something)."""
+    groups: dict[OpKey, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["role"], r["op"]), []).append(r)
+    out = {}
+    for (role, op), rs in groups.items():
+        secs = [float(r["seconds"]) for r in rs]
+        moving = [r for r in rs if int(r.get("bytes") or 0) > 0]
+        spb = None
+        if _op_kind(op) in TRANSFERS and moving:
+            spb = statistics.median(float(r["seconds"]) / int(r["bytes"]) for r in moving)
+        out[(role, op)] = OpStat(role, op, rs[0].get("model", ""), len(rs),
+                                 statistics.median(secs), len(moving), spb,
+                                 int(statistics.median(int(r["bytes"]) for r in moving))
+                                 if moving else 0)
+    return out
+
+
+def load_profile(run: str | Path) -> Profile:
+    """Read ``RUN_DIR/op_profile.jsonl`` (or a ``.jsonl`` file), plus ``metrics.jsonl`` and
+    ``schedule.json`` next to it when present."""
+    path = Path(run)
+    run_dir = path if path.is_dir() else path.parent
+    file = path / PROFILE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FlowRLError(
+            f"no op profile at {file}: run the flow with runtime_args.output_dir set "
+            f"(learn() writes output_dir/{PROFILE_FILE}) and pass that directory")
+    records = []
+    for i, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            float(r["seconds"]), r["role"], r["op"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise FlowRLError(f"{file}:{i}: not an op record ({type(e).__name__}: {e}); "
+                              f"expected {{role, op, model, seconds, bytes}}") from None
+        records.append(r)
+    if not records:
+        raise FlowRLError(f"{file} holds no op records (did the run execute any op?)")
+    episodes: list[float] = []
+    metrics = run_dir / METRICS_FILE
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("time/episode_s") is not None:
+                    episodes.append(float(row["time/episode_s"]))
+    schedule = None
+    sched = run_dir / SCHEDULE_FILE
+    if sched.is_file():
+        schedule = Schedule.from_json(json.loads(sched.read_text()))
+    return Profile(str(file), aggregate(records), episodes, schedule)
+
+
+def write_schedule(schedule: Schedule, run_dir: str | Path) -> Path:
+    """Save the schedule a run executes next to its profile (``RUN_DIR/schedule.json``), so
+    ``--profile`` knows the placement the times were measured on."""
+    path = Path(run_dir) / SCHEDULE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(schedule.to_json()))
+    return path
+
+
+#: ClusterSpec fields that may differ between the cluster a profile was measured on and the
+#: one it is applied to while measured times are still rescaled by the cost model's ratio.
+SHAPE_FIELDS = ("name", "num_nodes", "devices_per_node", "device_memory_gb",
+                "memory_utilization")
+
+
+def same_devices(a: ClusterSpec, b: ClusterSpec) -> bool:
+    """Same kind of device and links (counts and memory size may differ)."""
+    da, db = a.model_dump(exclude=set(SHAPE_FIELDS)), b.model_dump(exclude=set(SHAPE_FIELDS))
+    return da == db
+
+
+def _reference_durations(schedule: Schedule) -> dict[OpKey, float]:
+    """Analytic seconds of each call/sync op of a compiled schedule (first occurrence)."""
+    out: dict[OpKey, float] = {}
+    for role, ops in schedule.ops.items():
+        for op in ops:
+            if op.kind in ("call", "sync"):
+                out.setdefault((role, op.label()), op.duration)
+    return out
+
+
+class ProfileCosts:
+    """``op_costs`` for :func:`~flowrl.compiler.pipeline.compile_schedule` from a profile.
+
+    ``reference``: analytic seconds of each call/sync op on the placement the profile was
+    measured on (see the module docstring); ``cluster``: the cluster being compiled for.
+    ``used`` collects the ops whose duration came from a measurement.
+    """
+
+    def __init__(self, profile: Profile, reference: dict[OpKey, float],
+                 cluster: ClusterSpec) -> None:
+        self.profile, self.reference, self.cluster = profile, reference, cluster
+        self.default_spb = profile.transfer_seconds_per_byte
+        self.used: set[OpKey] = set()
+
+    def __call__(self, role: str, op: Op, analytic: float) -> float:
+        key = (role, op.label())
+        stat = self.profile.ops.get(key)
+        if op.kind in TRANSFERS:
+            spb = stat.seconds_per_byte if stat is not None and stat.seconds_per_byte else \
+                self.default_spb
+            if spb is None or analytic <= 0:
+                return analytic
+            moved = analytic * self.cluster.host_bandwidth * max(1, len(op.devices))
+            self.used.add(key)
+            return moved * spb
+        if stat is None:
+            return analytic
+        self.used.add(key)
+        ref = self.reference.get(key)
+        if ref is None or ref <= 0 or analytic <= 0 or math.isclose(ref, analytic):
+            return stat.median_s
+        return stat.median_s * analytic / ref
+
+
+@dataclass
+class ProfileResult:
+    """An analytic schedule, its profile-guided recompilation and the profile behind it."""
+
+    analytic: Schedule
+    guided: Schedule
+    profile: Profile
+    costs: ProfileCosts
+    notes: list[str] = field(default_factory=list)
+
+
+def sync_pairs(schedule: Schedule) -> list[tuple[str, str]]:
+    """(trainer, inference model) pairs of a schedule's sync ops, in order."""
+    return [(op.src, op.model) for op in schedule.ops.get("sync", []) if op.kind == "sync"]
+
+
+def profile_guided(analytic: Schedule, models: dict[str, ModelConfig], profile: Profile, *,
+                   runtime_args: RuntimeArgs, seed: int = 0,
+                   colocation: list[list[str]] | None = None) -> ProfileResult:
+    """Recompile ``analytic`` (same graphs, cluster and strategy) with the profile's measured
+    op costs. ``models``: the config sections the analytic schedule was compiled from."""
+    from flowrl.compiler.pipeline import compile_schedule
+
+    if not isinstance(analytic.estimates, Estimates) or analytic.cluster is None:
+        raise FlowRLError("profile-guided costs need a compiled schedule: pass --cluster "
+                          "(e.g. local or 8xH100-80GB)")
+    notes = []
+    reference_schedule = analytic
+    ran = profile.schedule
+    if ran is not None and ran.placement and isinstance(ran.cluster, ClusterSpec):
+        if same_devices(ran.cluster, analytic.cluster):
+            reference_schedule = ran
+            if ran.placement != analytic.placement or ran.cluster != analytic.cluster:
+                notes.append(f"the profile was measured on '{ran.cluster.name}' with strategy "
+                             f"'{ran.strategy}'; its times are rescaled to this placement by "
+                             f"the cost model's ratio (new / measured placement)")
+        else:
+            reference_schedule = None
+            notes.append(f"the profile was measured on cluster '{ran.cluster.name}' (other "
+                         f"devices than '{analytic.cluster.name}'): measured times are used as "
+                         f"they are, not rescaled")
+    else:
+        notes.append("the run directory has no schedule.json: the profile is assumed to come "
+                     "from a run of this same placement")
+    reference = _reference_durations(reference_schedule) if reference_schedule else {}
+    costs = ProfileCosts(profile, reference, analytic.cluster)
+    used = {c.model for g in analytic.graphs.values() for c in g.calls()}
+    guided = compile_schedule(dict(analytic.graphs), {m: models[m] for m in used},
+                              sync_pairs(analytic), analytic.cluster, analytic.strategy,
+                              seed=seed, runtime_args=runtime_args, colocation=colocation,
+                              op_costs=costs)
+    unmatched = sorted(k for k in profile.ops if k[0] in guided.ops and k not in costs.used
+                       and _op_kind(k[1]) not in TRANSFERS)
+    if unmatched:
+        notes.append("measured but not in this schedule: "
+                     + ", ".join(f"{r}/{o}" for r, o in unmatched[:6])
+                     + (" ..." if len(unmatched) > 6 else ""))
+    return ProfileResult(analytic, guided, profile, costs, notes)
+
+
+# ---- report ---------------------------------------------------------------------------------
+def comparison_rows(result: ProfileResult) -> list[dict[str, Any]]:
+    """One row per call/sync op (and per measured transfer) of the analytic schedule: its
+    predicted (analytic) seconds, the measured median, and what the guided schedule used."""
+    from flowrl.compiler.costmodel import transfer_time
+
+    guided_ops = {(role, op.label()): op for role, ops in result.guided.ops.items()
+                  for op in ops if op.kind in ("call", "sync")}
+    rows, seen = [], set()
+    for role, ops in result.analytic.ops.items():
+        for op in ops:
+            key = (role, op.label())
+            if key in seen:
+                continue
+            stat = result.profile.ops.get(key)
+            if op.kind in TRANSFERS:
+                if stat is None or not stat.moves:
+                    continue  # transfers that never moved anything: nothing to compare
+                seen.add(key)
+                n = max(1, len(op.devices))
+                predicted = transfer_time(stat.median_bytes // n, result.analytic.cluster)
+                measured = stat.seconds_per_byte * stat.median_bytes
+                rows.append(dict(role=role, op=op.label(), kind=op.kind, predicted_s=predicted,
+                                 measured_s=measured, count=stat.moves, used_s=measured,
+                                 bytes=stat.median_bytes))
+                continue
+            seen.add(key)
+            g = guided_ops.get(key)
+            rows.append(dict(role=role, op=op.label(), kind=op.kind, predicted_s=op.duration,
+                             measured_s=stat.median_s if stat else None,
+                             count=stat.count if stat else 0,
+                             used_s=g.duration if g is not None else None, bytes=op.bytes))
+    return rows
+
+
+def _iter_time(s: Schedule) -> float | None:
+    return s.estimates.iteration_time if isinstance(s.estimates, Estimates) else None
+
+
+def profile_report_json(result: ProfileResult) -> dict[str, Any]:
+    p = result.profile
+    return {"source": p.source, "rows": comparison_rows(result),
+            "iteration": {"analytic_s": _iter_time(result.analytic),
+                          "profile_guided_s": _iter_time(result.guided),
+                          "measured_s": p.measured_iteration,
+                          "measured_episodes": len(p.iteration_episodes)},
+            "notes": list(result.notes)}
+
+
+def profile_report(result: ProfileResult, width: int = 120) -> str:
+    """Predicted vs measured per op, and the iteration estimates (text, via rich)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from flowrl.compiler.report import fmt_time
+
+    buf = io.StringIO()
+    con = Console(file=buf, width=width, force_terminal=False, color_system=None)
+    p = result.profile
+    con.print(f"[bold]profile-guided costs[/bold] from {escape(p.source)} "
+              f"({sum(s.count for s in p.ops.values())} op records)")
+    t = Table(title="predicted (analytic) vs measured per op", title_justify="left")
+    for col in ("role", "op", "predicted", "measured (median)", "n", "measured/predicted",
+                "used"):
+        t.add_column(col, justify="left" if col in ("role", "op") else "right")
+    for r in comparison_rows(result):
+        m = r["measured_s"]
+        ratio = f"{m / r['predicted_s']:.3g}x" if m is not None and r["predicted_s"] > 0 else "-"
+        t.add_row(r["role"], escape(r["op"]), fmt_time(r["predicted_s"]),
+                  fmt_time(m) if m is not None else "not measured", str(r["count"]), ratio,
+                  fmt_time(r["used_s"]) if r["used_s"] is not None else "-")
+    con.print(t)
+    a, g, meas = _iter_time(result.analytic), _iter_time(result.guided), p.measured_iteration
+    line = (f"[bold]iteration time[/bold]: analytic {fmt_time(a)}, profile-guided "
+            f"{fmt_time(g)}")
+    if meas is not None:
+        n = len(p.iteration_episodes)
+        line += (f", measured {fmt_time(meas)} (median of {n} episode"
+                 f"{'s' if n != 1 else ''}"
+                 f"{', first left out' if len(p.episode_times) > n else ''})")
+    con.print(line)
+    if result.guided.placement != result.analytic.placement:
+        con.print("placement changed with measured costs (see the schedule below)")
+    for note in result.notes:
+        con.print(f"note: {escape(note)}")
+    return buf.getvalue()
