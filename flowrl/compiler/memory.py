@@ -37,9 +37,9 @@ from flowrl.config import RuntimeArgs
 
 #: Roles in the order an episode runs them (eval, when present, follows the sync).
 ROLE_ORDER = ("rollout", "train", "sync", "eval")
-#: A sync needs both models *fully* onloaded (weights, grads, optimizer), not just weights:
-#: the runtime's ``sync_parameters`` refuses a module with any state offloaded. If it only
-#: checked weights (all a sync reads or writes), set this False to save the transfers.
+#: Whether a sync needs both models *fully* onloaded. It does not: ``sync_parameters`` reads
+#: and writes weights only and refuses a module only when its weights are offloaded, so
+#: grads and optimizer state may stay off the device across the sync.
 SYNC_NEEDS_ALL_STATE = False
 
 Key = tuple[str, str]  # (model, state kind)
