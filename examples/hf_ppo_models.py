@@ -1,5 +1,7 @@
 """PPO modules over a local Hugging Face Llama: the policy generates with vLLM or HF
-``generate`` (chosen per model in the YAML), the rest are ``HFModule``s.
+``generate``, the trainers run on plain HF/torch, DeepSpeed or Megatron -- each chosen per
+model by ``args.backend`` in the YAML (:func:`make_policy`, :func:`make_trainer`). The PPO
+losses are written once and shared by every trainer backend.
 
 Task as in ``tiny_ppo_models``: reward = fraction of response characters that are vowels.
 """
@@ -9,8 +11,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+import flowrl
 from flowrl import BaseModule, outputs
 from flowrl.engines import ppo
+from flowrl.errors import ConfigError
+from flowrl.models import hf
 from flowrl.models._extras import available
 from flowrl.models.hf import HFModule, load_tokenizer
 
@@ -153,32 +158,128 @@ class Reward(BaseModule):
         return {"score": score, "advantages": out["advantages"], "returns": out["returns"]}
 
 
-class _Trainer(HFModule):
-    """Trainers share HFModule.train_micro_batches (from TorchModule)."""
+# ---------------------------------------------------------------------------- trainers
+# The PPO losses are written once (the two mixins below). A trainer backend only says how
+# to run a forward pass and an optimizer step over the micro-batches:
+#   run_micro_batches(data, loss_fn)   -- loss_fn(model, mb) -> (loss, stats); ``model`` is
+#                                         what the forward must go through (the HF module,
+#                                         the DeepSpeed engine, the Megatron GPT model)
+#   token_logprobs(model, tokens, mask, prompt_len) / token_values(...)
+# ``make_trainer`` picks the backend from ``models.<name>.args.backend``.
+
+TRAINER_BACKENDS = {"policy": ("hf", "deepspeed", "megatron"), "value": ("hf", "deepspeed")}
 
 
-class PolicyTrainer(_Trainer):
+class PolicyLoss:
+    """PPO clipped policy loss on whitened advantages (any trainer backend)."""
+
     def train_step(self, data, iteration):
         adv = ppo.whiten_advantages(torch.cat([mb["advantages"] for mb in data]),
                                     torch.cat([mb["response_mask"] for mb in data]))
         for mb, a in zip(data, adv.split([mb["advantages"].shape[0] for mb in data])):
             mb["whitened_advantages"] = a
 
-        def loss_fn(mb):
+        def loss_fn(model, mb):
             tokens, mask, p = full_sequence(mb)
-            lp = self.response_logprobs(tokens, mask, p)
-            return ppo.policy_loss(lp, mb["logprobs"], mb["whitened_advantages"],
-                                   mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
+            lp = self.token_logprobs(model, tokens, mask, p)
+            return ppo.policy_loss(lp, mb["logprobs"].to(lp.device),
+                                   mb["whitened_advantages"].to(lp.device),
+                                   mb["response_mask"].to(lp.device).float(),
+                                   self.model_args.get("clip_eps", 0.2))
 
-        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
+        return self.run_micro_batches(data, loss_fn)
 
 
-class ValueTrainer(_Trainer):
+class ValueLoss:
+    """PPO clipped value loss (any trainer backend)."""
+
     def train_step(self, data, iteration):
-        def loss_fn(mb):
+        def loss_fn(model, mb):
             tokens, mask, p = full_sequence(mb)
-            v = self.response_values(tokens, mask, p)
-            return ppo.value_loss(v, mb["values"], mb["returns"], mb["response_mask"].float(),
+            v = self.token_values(model, tokens, mask, p)
+            return ppo.value_loss(v, mb["values"].to(v.device), mb["returns"].to(v.device),
+                                  mb["response_mask"].to(v.device).float(),
                                   self.model_args.get("clip_eps", 0.2))
 
-        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
+        return self.run_micro_batches(data, loss_fn)
+
+
+class _HFTrainer(HFModule):
+    """Plain torch on the HF model: TorchModule.train_micro_batches (AdamW, clip, step)."""
+
+    def run_micro_batches(self, data, loss_fn):
+        return self.train_micro_batches(data, lambda mb: loss_fn(self.model, mb),
+                                        self.model_args.get("max_grad_norm", 1.0))
+
+    def token_logprobs(self, model, tokens, mask, prompt_len):
+        return hf.response_logprobs(model, tokens.to(self.device), mask.to(self.device),
+                                    prompt_len, self.model_args.get("temperature", 1.0))
+
+    def token_values(self, model, tokens, mask, prompt_len):
+        return hf.response_values(model, tokens.to(self.device), mask.to(self.device), prompt_len)
+
+
+def _deepspeed_trainer():
+    """The same HF model under ``deepspeed.initialize`` (``args.zero_stage``: 0-3)."""
+    from flowrl.models.deepspeed_module import DeepSpeedModule
+
+    class _DeepSpeedTrainer(DeepSpeedModule):
+        def build_model(self):  # the same weights as the inference twin: no name mapping
+            a = self.model_args
+            if a.get("head", "lm") == "value":
+                return hf.HFValueModel.from_pretrained(a["model_path"], self.compute_dtype,
+                                                       a.get("head_seed", 0))
+            return hf.load_causal_lm(a["model_path"], self.compute_dtype)
+
+        def ds_config(self, world_size=1):  # clip like the other backends (default 1.0)
+            cfg = super().ds_config(world_size)
+            cfg.setdefault("gradient_clipping", float(self.model_args.get("max_grad_norm", 1.0)))
+            return cfg
+
+        def run_micro_batches(self, data, loss_fn):
+            return self.train_micro_batches(data, loss_fn)  # loss_fn(engine, mb)
+
+        token_logprobs = _HFTrainer.token_logprobs  # the engine is called like the HF model
+        token_values = _HFTrainer.token_values
+
+    return _DeepSpeedTrainer
+
+
+def _megatron_trainer():
+    """A megatron-core GPT loaded from the HF dir; syncs under HF names (weight_mapping)."""
+    from flowrl.models.megatron_module import MegatronModule
+
+    class _MegatronTrainer(MegatronModule):
+        def run_micro_batches(self, data, loss_fn):
+            return self.train_micro_batches(data, lambda mb: loss_fn(self.model, mb))
+
+        def token_logprobs(self, model, tokens, mask, prompt_len):
+            return self.response_logprobs(tokens, mask, prompt_len)  # through self.model
+
+    return _MegatronTrainer
+
+
+_TRAINER_BASES = {"hf": lambda: _HFTrainer, "deepspeed": _deepspeed_trainer,
+                  "megatron": _megatron_trainer}
+_LOSSES = {"policy": PolicyLoss, "value": ValueLoss}
+
+
+def make_trainer(name: str, role: str):
+    """The PPO ``role`` (``policy`` or ``value``) trainer on ``models.<name>.args.backend``."""
+    backend = flowrl.get_args().model(name).args.get("backend", "hf")
+    allowed = TRAINER_BACKENDS[role]
+    if backend not in allowed:
+        raise ConfigError(
+            f"models.{name}.args.backend: the {role} trainer supports {', '.join(allowed)}; "
+            f"got {backend!r}")
+    cls = type(f"{backend.capitalize()}{role.capitalize()}Trainer",
+               (_LOSSES[role], _TRAINER_BASES[backend]()), {})
+    return cls(name)
+
+
+class PolicyTrainer(PolicyLoss, _HFTrainer):
+    """The HF policy trainer (what ``make_trainer(name, "policy")`` gives for ``backend: hf``)."""
+
+
+class ValueTrainer(ValueLoss, _HFTrainer):
+    """The HF value trainer."""

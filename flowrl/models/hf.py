@@ -108,15 +108,17 @@ class HFValueModel(nn.Module):
         p = _check_dir(path)
         backbone = tf.AutoModel.from_pretrained(str(p), local_files_only=True,
                                                 dtype=torch_dtype(dtype))
-        with torch.random.fork_rng():
-            torch.manual_seed(head_seed)
-            model = cls(backbone, backbone.config.hidden_size)
+        model = cls(backbone, backbone.config.hidden_size)
         model.value_head.to(torch_dtype(dtype))
         if (p / VALUE_HEAD_FILE).is_file():
-            model.value_head.load_state_dict(torch.load(p / VALUE_HEAD_FILE, map_location="cpu"))
-        else:
-            nn.init.zeros_(model.value_head.bias)
-            nn.init.normal_(model.value_head.weight, std=1.0 / (backbone.config.hidden_size + 1))
+            model.value_head.load_state_dict(torch.load(p / VALUE_HEAD_FILE, map_location="cpu",
+                                                        weights_only=True))
+        else:  # a fresh head: a function of head_seed alone, not of the global RNG state
+            with torch.random.fork_rng():
+                torch.manual_seed(head_seed)
+                nn.init.zeros_(model.value_head.bias)
+                nn.init.normal_(model.value_head.weight,
+                                std=1.0 / (backbone.config.hidden_size + 1))
         return model.to(device)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

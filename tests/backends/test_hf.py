@@ -96,6 +96,18 @@ def test_value_head_save_load(tiny_llama_dir, tmp_path):
     torch.testing.assert_close(hf.sequence_scores(back, ids, mask), hf.sequence_scores(v, ids, mask))
 
 
+def test_fresh_value_head_depends_on_head_seed_only(tiny_llama_dir):
+    from flowrl.models import hf
+
+    heads = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        heads.append(hf.HFValueModel.from_pretrained(tiny_llama_dir, head_seed=7).value_head)
+    assert torch.equal(heads[0].weight, heads[1].weight)
+    other = hf.HFValueModel.from_pretrained(tiny_llama_dir, head_seed=8).value_head
+    assert not torch.equal(heads[0].weight, other.weight)
+
+
 def test_hf_module_train_and_sync(tiny_llama_dir):
     import flowrl
     from flowrl.engines import ppo
