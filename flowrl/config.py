@@ -63,6 +63,13 @@ class RuntimeArgs(_Strict):
     tensorboard: bool | None = Field(
         None, description="TensorBoard event files under output_dir/tb (default: on when "
         "output_dir is set and tensorboard is installed)")
+    # Issue 12 (engineer D): the non-finite guard's policy and fresh run directories.
+    on_nonfinite: Literal["raise", "skip_batch"] = Field(
+        "raise", description="NaN/inf in rewards, advantages, losses or gradient norms: raise "
+        "a NonFiniteError, or drop the batch (counted as <model>/nonfinite/skipped_batches)")
+    new_run_dir: bool = Field(
+        False, description="a new (non-resume) run writes into output_dir/run-<N> (N: one more "
+        "than the highest existing) instead of refusing an output_dir holding another run")
 
     @model_validator(mode="after")
     def _batch_sizes_divide(self) -> "RuntimeArgs":

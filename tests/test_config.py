@@ -71,3 +71,35 @@ def test_missing_file_and_bad_top_level(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="-c needs a YAML file path"):
         load_config(argv=["-c"])
+
+
+def test_chatlearn_yaml_spellings_are_accepted(tmp_path):
+    """A ChatLearn-style YAML: episode settings under `runtime:`, per-model `num_gpu`,
+    `args_dict`, offload booleans and `colocation` map onto flowrl's keys."""
+    path = tmp_path / "chatlearn.yaml"
+    path.write_text(
+        "runtime:\n  num_episode: 5\n  sample_per_episode: 32\n  generation_batch_size: 8\n"
+        "  train_global_batch_size: 16\n  train_micro_batch_size: 4\n"
+        "  coalesced_buffer_mb: 32\n  colocation:\n    - policy,ppo_policy\n"
+        "models:\n  policy:\n    num_gpu: 2\n    trainable: false\n    args_dict: {temperature: 0.7}\n"
+        "  ppo_policy:\n    num_gpu: 2\n    trainable: true\n"
+        "    offload_weights: true\n    offload_optimizer_states: true\n"
+        "  reward:\n    offload_weights: false\n")
+    cfg = load_config(path)
+    a = cfg.runtime_args
+    assert (a.num_episode, a.sample_per_episode, a.generation_batch_size,
+            a.train_global_batch_size, a.train_micro_batch_size) == (5, 32, 8, 16, 4)
+    assert a.sync_bucket_mb == 32.0 and cfg.runtime == "local"
+    policy, trainer = cfg.model("policy"), cfg.model("ppo_policy")
+    assert (policy.num_devices, policy.trainable, policy.args) == (2, False, {"temperature": 0.7})
+    assert (trainer.num_devices, trainer.trainable, trainer.offload) == (2, True, "all")
+    assert cfg.model("reward").offload == "never"
+    assert policy.colocation_group == trainer.colocation_group == "policy,ppo_policy"
+    assert load_config(path, runtime="ray").runtime == "ray"  # the executor kind: an override
+
+
+def test_flowrl_spelling_unchanged_by_chatlearn_support():
+    cfg = load_config({"runtime": "ray", "runtime_args": {"num_episode": 2},
+                       "models": {"policy": {"num_devices": 2}}})
+    assert (cfg.runtime, cfg.runtime_args.num_episode, cfg.model("policy").num_devices) == \
+        ("ray", 2, 2)
