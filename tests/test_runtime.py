@@ -122,7 +122,7 @@ def test_a_failing_call_names_model_method_episode_and_inputs():
     engine = _run(lambda m: lambda b: m["broken"].forward_step(m["source"].forward_step(b)),
                   {"source": Source, "broken": Broken, "sink": Sink})
     with pytest.raises(StageError, match=r"broken.forward_step failed \(model 'broken', "
-                                         r"Broken.forward_step, episode 0, iteration 0.*\{x:\(2,\)\}"
+                                         r"Broken.forward_step, episode 1, iteration 0.*\{x:\(2,\)\}"
                                          r".*RuntimeError") as e:
         engine.learn()
     assert isinstance(e.value.__cause__, RuntimeError)  # the real cause is kept

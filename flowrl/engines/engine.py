@@ -16,7 +16,7 @@ from flowrl import context
 from flowrl.compiler.ir import FlowGraph, Schedule
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
-from flowrl.errors import ConfigError, FlowRLError, StageError
+from flowrl.errors import ConfigError, FlowRLError
 from flowrl.models.base import BaseModule
 from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset
@@ -24,6 +24,11 @@ from flowrl.runtime.episodes import EpisodeRunner
 from flowrl.runtime.executor import LocalExecutor, write_op_profile
 from flowrl.runtime.factory import make_executor
 from flowrl.runtime.metrics import MetricsLogger, aggregate
+from flowrl.runtime.rundir import describe_run_dirs, resolve_run_dirs
+
+
+class EngineFailedError(FlowRLError):
+    """A ``learn()`` failed; the engine continues only through ``learn(resume=True)``."""
 
 
 class Evaluator:
@@ -123,11 +128,13 @@ class Engine:
         self.flows: dict[str, Flow] = {"rollout": rollout, "train": train}
         self.graphs: dict[str, FlowGraph] = {r: f.trace() for r, f in self.flows.items()}
         self.modules = self._modules_of(self.graphs.values())
+        self._check_trainers()
         self.sync_pairs = self._check_sync(sync or {})
         self.prompts: list | None = None
         self.evaluator: Evaluator | None = None
         self.executor: LocalExecutor | None = None
-        self._failed = False  # a run stopped on a StageError; learn(resume=True) recovers
+        # 1-based episode a learn() stopped in (any exception or Ctrl-C); None: healthy
+        self._failed_at: int | None = None
         self.runner: EpisodeRunner | None = None
         self.schedule: Schedule | None = None
         self._eval_dataset: Any = None
@@ -142,10 +149,49 @@ class Engine:
                 self.config.model(name)  # a missing section is an error now, not mid-run
         return modules
 
+    def _check_trainers(self) -> None:
+        """Every model the train flow calls ``train_step`` on implements it, and its
+        data-parallel size divides the micro-batches of a global batch."""
+        a = self.config.runtime_args
+        n_micro = a.train_global_batch_size // a.train_micro_batch_size
+        for c in self.graphs["train"].calls():
+            if not c.is_train:
+                continue
+            m = self.modules[c.model]
+            if type(m).train_step is BaseModule.train_step:
+                raise ConfigError(
+                    f"model '{c.model}' ({type(m).__name__}) is used as a trainer (train_step "
+                    f"at {c.source}) but its class does not implement train_step")
+            dp = self.config.model(c.model).dp_size
+            if n_micro % dp:
+                raise ConfigError(
+                    f"models.{c.model}: data_parallel_size {dp} does not divide the {n_micro} "
+                    f"micro-batches of a global batch (runtime_args.train_global_batch_size="
+                    f"{a.train_global_batch_size} / train_micro_batch_size="
+                    f"{a.train_micro_batch_size})")
+
+    def _check_unused_sections(self) -> None:
+        """A model section no flow uses is an unknown key (checked at setup: the evaluator's
+        flow may add models after construction)."""
+        unused = sorted(set(self.config.models) - set(self.modules))
+        if unused:
+            where = f" in {self.config.source}" if self.config.source else ""
+            raise ConfigError(
+                f"models.{unused[0]}: no flow of this engine uses model(s) "
+                f"{', '.join(unused)}{where}; remove the section(s) or fix the model_name")
+
     def _check_sync(self, sync: dict[BaseModule, BaseModule]) -> list[tuple[str, str]]:
+        if not isinstance(sync, dict):
+            raise ConfigError(f"sync must be a dict {{trainer_module: inference_module}}, got "
+                              f"{type(sync).__name__}")
         trainers = {c.model for c in self.graphs["train"].calls() if c.is_train}
         pairs = []
         for src, dst in sync.items():
+            for role, m in (("source", src), ("target", dst)):
+                if not isinstance(m, BaseModule):
+                    raise ConfigError(
+                        f"sync {role} {m!r} is a {type(m).__name__}: pass the modules "
+                        f"themselves, e.g. sync={{ppo_policy: policy}}, not their model names")
             if src.name not in trainers:
                 raise ConfigError(
                     f"sync source '{src.name}' does not call train_step in the train flow; "
@@ -194,23 +240,35 @@ class Engine:
                 seed=self.config.runtime_args.seed, runtime_args=self.config.runtime_args)
         return self.schedule
 
-    def setup(self) -> None:
+    def setup(self, resume: bool = False) -> None:
         """Build the executor and call every module's ``setup()`` (once)."""
         if self.executor is not None:
             return
-        schedule = self.schedule or self.compile()
-        self.executor = make_executor(schedule, self.modules, self.config)
-        self.executor.setup()
+        self._check_unused_sections()
         if self.prompts is None:
             raise ConfigError("call engine.set_dataset(prompts) before learn()")
+        a = self.config.runtime_args
+        resolve_run_dirs(a, resume)  # refuse another run's directory, check writability
+        schedule = self.schedule or self.compile()
+        executor = make_executor(schedule, self.modules, self.config)
+        try:
+            executor.setup()
+            if hasattr(executor, "check_sync_pairs"):
+                executor.check_sync_pairs(self.sync_pairs)
+        except BaseException:
+            if hasattr(executor, "shutdown"):
+                executor.shutdown()
+            raise
+        self.executor = executor
         owner = _first_dataset_module(self.graphs["rollout"], self.modules, self.graphs["train"])
         dataset = self.executor.build_dataset(owner.name, self.prompts, False)
         check_dataset(dataset, f"{owner.name}")
-        a = self.config.runtime_args
         # A prompt batch holds generation_batch_size / n prompts; the loop repeats each n times.
         stream = PromptStream(dataset, a.generation_batch_size // a.num_inference_per_prompt,
                               a.seed, shuffle=a.shuffle)
         logger = MetricsLogger(a.output_dir, tensorboard=a.tensorboard)
+        logger.console.print(describe_run_dirs(a, logger.tb_dir), highlight=False,
+                             soft_wrap=True)
         evaluate = self._evaluate if self.evaluator is not None else None
         root = a.checkpoint_root
         checkpoints = CheckpointManager(root, a.keep_last_checkpoints, logger.console) \
@@ -223,7 +281,9 @@ class Engine:
         """Train; returns one metrics row per episode (also in ``output_dir/metrics.jsonl``).
 
         ``resume`` (default ``runtime_args.resume``): first load the newest good checkpoint
-        and continue from its episode (only when this engine has not trained yet). Under
+        and continue from its episode (only when this engine has not trained yet). After a
+        failed ``learn()`` (any exception or Ctrl-C) only ``learn(resume=True)`` continues:
+        it restarts the executor and modules and reloads the newest good checkpoint. Under
         ``flowrl explain`` it only compiles, records the schedule and returns ``[]``.
         """
         request = context.explain_request()
@@ -231,30 +291,51 @@ class Engine:
             request.schedules.append(self.compile(request.cluster, request.strategy))
             return []
         resume = self.config.runtime_args.resume if resume is None else resume
-        if resume and self._failed:
-            # A worker died: drop the broken executor, start fresh ones, continue from the
-            # newest checkpoint (whatever ran after it is redone, nothing is skipped).
-            self.shutdown()
-            self.runner, self._failed = None, False
-        self.setup()
+        failed_at = self._failed_at
+        if failed_at is not None:
+            if not resume:
+                raise EngineFailedError(
+                    f"engine '{self.name}': the previous learn() failed at episode {failed_at} "
+                    f"and the modules hold a half-applied episode; call learn(resume=True) to "
+                    f"continue from the newest checkpoint")
+            self._restart()
+        self.setup(resume)
         if resume and self.runner.episode == 0 and not self.runner.logger.history:
-            self.runner.resume()
+            if self.runner.resume() is None and failed_at is not None:
+                self._failed_at = failed_at
+                raise EngineFailedError(
+                    f"engine '{self.name}': the previous learn() failed at episode {failed_at} "
+                    f"and there is no checkpoint to resume from (runtime_args."
+                    f"save_episode_interval={self.config.runtime_args.save_episode_interval}); "
+                    f"its weights and metrics are half-trained, so it will not pretend to start "
+                    f"fresh: build a new engine (flowrl.init + modules) to start over")
         try:
             return self.runner.run(num_episode)
-        except StageError:
-            self._failed = True
+        except BaseException:  # Ctrl-C too: the episode is half applied either way
+            self._failed_at = self.runner.episode + 1
             raise
         finally:
             self.runner.logger.close()
-            out_dir = self.config.runtime_args.output_dir
-            if out_dir:
-                write_op_profile(self.executor.records, Path(out_dir) / "op_profile.jsonl")
-                if self.executor.schedule.placement:  # compiled: where the times were measured
-                    from flowrl.compiler.profile import write_schedule
+            self._write_profiles()
 
-                    write_schedule(self.executor.schedule, out_dir)
-                if hasattr(self.executor, "write_trace"):
-                    self.executor.write_trace(Path(out_dir) / "runtime_trace.json")
+    def _restart(self) -> None:
+        """Drop the failed executor and every module's state; the checkpoint restores it."""
+        self.shutdown()
+        for m in self.modules.values():
+            m.reset()
+        context.seed_everything(self.config.runtime_args.seed)  # as a fresh process would
+        self.runner, self._eval_dataset, self._failed_at = None, None, None
+
+    def _write_profiles(self) -> None:
+        out_dir = self.config.runtime_args.output_dir  # this run's own directory
+        if out_dir:
+            write_op_profile(self.executor.records, Path(out_dir) / "op_profile.jsonl")
+            if self.executor.schedule.placement:  # compiled: where the times were measured
+                from flowrl.compiler.profile import write_schedule
+
+                write_schedule(self.executor.schedule, out_dir)
+            if hasattr(self.executor, "write_trace"):
+                self.executor.write_trace(Path(out_dir) / "runtime_trace.json")
 
     def shutdown(self) -> None:
         """Release the executor's processes (Ray actors and placement groups)."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from flowrl import kernels
+from flowrl import context, kernels
 from flowrl.dsl.flow import flow
 from flowrl.engines.engine import Engine
+from flowrl.errors import ConfigError
 from flowrl.engines.ppo import kl_estimate, masked_mean
 from flowrl.models.base import BaseModule
 
@@ -72,6 +73,12 @@ class GRPOEngine(Engine):
 
     def __init__(self, policy: BaseModule, reference: BaseModule, reward: BaseModule,
                  grpo_policy: BaseModule) -> None:
+        n = context.get_args().runtime_args.num_inference_per_prompt
+        if n < 2:  # one sample per group: every group-normalised advantage is 0
+            raise ConfigError(
+                f"runtime_args.num_inference_per_prompt={n}: GRPO needs at least 2 samples per "
+                f"prompt (with 1, every group advantage is 0 and nothing trains)")
+
         @flow(name="rollout")
         def rollout(batch):
             out = policy.forward_step(batch)

@@ -16,6 +16,11 @@ LIFECYCLE_METHODS = frozenset({
 })
 
 
+def nonfinite_policy() -> str:
+    """``runtime_args.on_nonfinite`` of the active config (``"raise"`` before ``init``)."""
+    return context.get_args().runtime_args.on_nonfinite if context.is_initialized() else "raise"
+
+
 def outputs(*keys: str):
     """Declare the keys a step method returns, so key clashes are caught when tracing.
 
@@ -108,6 +113,12 @@ class BaseModule:
         if not self._is_setup:
             self.setup()
             self._is_setup = True
+
+    def reset(self) -> None:
+        """Forget everything ``setup()`` built, so the next ``ensure_setup()`` builds it again
+        (``learn(resume=True)`` after a failure restarts from fresh modules + a checkpoint)."""
+        self._is_setup = False
+        self._logged = []
 
     def offload(self, what: tuple[str, ...] = ("weights", "grads", "optimizer")) -> int:
         """Move state off the compute device; returns bytes moved. Base modules hold none."""

@@ -6,9 +6,15 @@ from typing import Any, Callable
 
 import torch
 
-from flowrl.models.base import BaseModule
+from flowrl.errors import FlowRLError
+from flowrl.models.base import BaseModule, nonfinite_policy
+from flowrl.runtime.guards import SKIPPED_METRIC, NonFiniteError, first_nonfinite
 
 _ALL_STATE = ("weights", "grads", "optimizer")
+
+
+class CheckpointMismatchError(FlowRLError):
+    """A checkpoint's weights do not fit the module (changed shapes or parameter names)."""
 
 
 class TorchModule(BaseModule):
@@ -29,6 +35,11 @@ class TorchModule(BaseModule):
         self._host: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.offload_count = 0
         self.onload_count = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.model = self.optimizer = self.scheduler = None
+        self._host = {}
 
     # ---- offload -------------------------------------------------------------------------
     def _state_tensors(self, what: str) -> list[torch.Tensor]:
@@ -109,18 +120,37 @@ class TorchModule(BaseModule):
         n = len(micro_batches)
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = {}
+        losses: list[torch.Tensor] = []
         for mb in micro_batches:
             loss, extra = loss_fn(mb)
             (loss / n).backward()
+            losses.append(loss.detach())
             for k, v in {"loss": loss, **extra}.items():
                 stats[k] = stats.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / n
         if max_grad_norm is not None:
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), max_grad_norm))
+        if not self._step_is_finite(torch.stack(losses), stats.get("grad_norm")):
+            return {}  # skip_batch: no step, nothing non-finite reaches the metrics
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         return stats
+
+    def _step_is_finite(self, losses: torch.Tensor, grad_norm: float | None) -> bool:
+        """Check the losses and gradient norm before the optimizer step: on NaN/inf the
+        gradients are dropped and, per ``runtime_args.on_nonfinite``, a
+        :class:`NonFiniteError` is raised or the step is skipped (and counted)."""
+        norm = torch.tensor([grad_norm]) if grad_norm is not None else torch.zeros(1)
+        found = first_nonfinite([("loss", losses), ("grad_norm", norm)])
+        if found is None:
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        key, bad, total = found
+        if nonfinite_policy() == "raise":
+            raise NonFiniteError(self.name, key, bad, total, "train_step")
+        self.log(SKIPPED_METRIC, 1.0, "sum")
+        return False
 
     # ---- parameter sync and checkpoints --------------------------------------------------
     def named_sync_tensors(self) -> dict[str, torch.Tensor]:
@@ -139,9 +169,58 @@ class TorchModule(BaseModule):
         return state
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore weights, optimizer and scheduler. Optimizer hyperparameters follow the
+        current config (see :mod:`flowrl.runtime.resume`); what changed is listed in
+        ``self.resume_notes``."""
+        self.resume_notes: list[str] = []
         if "model" in state and self.model is not None:
+            check_shapes(self.name, state["model"], self.model.state_dict())
             self.model.load_state_dict(state["model"])
         if "optimizer" in state and self.optimizer is not None:
+            fresh = [{k: v for k, v in g.items() if k != "params"}
+                     for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(state["optimizer"])
+            self.resume_notes += self._config_hyperparameters(fresh)
         if "scheduler" in state and self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+            self._rescale_scheduler()
+
+    def _config_hyperparameters(self, fresh: list[dict[str, Any]]) -> list[str]:
+        """Put the current config's hyperparameters (the fresh optimizer's) back into the
+        loaded param groups; with a scheduler, ``lr`` is its to set and ``initial_lr`` says
+        what the config asked for."""
+        notes = []
+        for i, (group, new) in enumerate(zip(self.optimizer.param_groups, fresh)):
+            for key, value in new.items():
+                if key == "lr" and "initial_lr" in new:
+                    continue  # scheduler-driven: handled through initial_lr
+                old = group.get(key)
+                if old == value or (torch.is_tensor(old) and torch.equal(old, value)):
+                    continue
+                if key == "initial_lr" and old:
+                    group["lr"] = group["lr"] * value / old
+                group[key] = value
+                notes.append(f"optimizer group {i} {key}: {old} in the checkpoint -> {value} "
+                             f"from the current config")
+        return notes
+
+    def _rescale_scheduler(self) -> None:
+        base = getattr(self.scheduler, "base_lrs", None)
+        if base is not None:
+            self.scheduler.base_lrs = [g.get("initial_lr", b) for g, b in
+                                       zip(self.optimizer.param_groups, base)]
+
+
+def check_shapes(model: str, saved: dict[str, torch.Tensor],
+                 current: dict[str, torch.Tensor]) -> None:
+    """A checkpoint's weights must have this module's names and shapes; the error names the
+    model and every parameter that differs (instead of a raw ``load_state_dict`` error)."""
+    diffs = [f"{n}: {tuple(saved[n].shape)} in the checkpoint vs {tuple(current[n].shape)} now"
+             for n in sorted(set(saved) & set(current))
+             if torch.is_tensor(saved[n]) and saved[n].shape != current[n].shape]
+    diffs += [f"{n}: missing from the checkpoint" for n in sorted(set(current) - set(saved))]
+    diffs += [f"{n}: in the checkpoint, not in the model" for n in sorted(set(saved) - set(current))]
+    if diffs:
+        raise CheckpointMismatchError(
+            f"cannot resume model '{model}': its parameters changed since the checkpoint "
+            f"(model shapes cannot follow a changed config): " + "; ".join(diffs[:8]))

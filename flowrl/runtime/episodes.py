@@ -32,6 +32,8 @@ from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, load_modul
                                        set_rng_state)
 from flowrl.runtime.data import Batch, PromptStream
 from flowrl.runtime.executor import FlowResult
+from flowrl.runtime.guards import check_weights
+from flowrl.runtime.resume import config_changes, config_record, flat_tensors
 from flowrl.runtime.metrics import MetricsLogger, aggregate
 from flowrl.runtime.replay import ReplayBuffer
 
@@ -159,8 +161,11 @@ class EpisodeRunner:
             raise FlowRLError("no checkpoint directory: set runtime_args.output_dir or "
                               "checkpoint_dir")
         t0 = time.perf_counter()
-        parts = {"runner": self.state_dict()}
-        parts.update({f"modules/{n}": st for n, st in self.module_states().items()})
+        parts = {"runner": self.state_dict(), "config": config_record(self.config)}
+        states = self.module_states()
+        for name, st in states.items():  # a checkpoint never holds NaN/inf weights
+            check_weights(name, dict(flat_tensors(st)), "checkpoint")
+        parts.update({f"modules/{n}": st for n, st in states.items()})
         path = self.checkpoints.save(self.episode, parts)
         self.logger.console.print(f"saved checkpoint {path} ({time.perf_counter() - t0:.2f}s)",
                                   highlight=False, soft_wrap=True)
@@ -171,10 +176,16 @@ class EpisodeRunner:
         fresh start when there is none."""
         ckpt = self.checkpoints.load_latest() if self.checkpoints is not None else None
         if ckpt is None:
-            self.logger.console.print("no checkpoint to resume from; starting at episode 0",
+            self.logger.console.print("no checkpoint to resume from; starting at episode 1",
                                       highlight=False)
             return None
+        for line in config_changes(ckpt.parts.get("config"), self.config):
+            self.logger.console.print(f"resume: {line}", highlight=False, soft_wrap=True)
         self.load_module_states(ckpt.modules())
+        for name, m in self.modules.items():  # optimizer settings the current config changed
+            for line in getattr(m, "resume_notes", []):
+                self.logger.console.print(f"resume: {name}: {line}", highlight=False,
+                                          soft_wrap=True)
         self.load_state_dict(ckpt.parts["runner"])
         self.logger.console.print(f"resumed from {ckpt.path} (episode {ckpt.episode})",
                                   highlight=False, soft_wrap=True)
@@ -193,13 +204,15 @@ class EpisodeRunner:
         batches = [repeat_samples(self.prompts.next(), n) for _ in range(n_batches)]
         # run_many lets a distributed executor pipeline the batches across devices.
         for res in self.executor.run_many("rollout", batches, self.episode * n_batches):
+            entries += res.metrics
+            if task is not None:
+                progress.advance(task)
+            if res.skipped is not None:  # on_nonfinite: skip_batch dropped it (counted)
+                continue
             if res.output is None:
                 raise FlowRLError("the rollout flow returned nothing: return the outputs that "
                                   "form the training samples (e.g. `return reward_out`)")
             self.buffer.add_batch(res.output)
-            entries += res.metrics
-            if task is not None:
-                progress.advance(task)
         if task is not None:
             progress.remove_task(task)
         t1 = time.perf_counter()

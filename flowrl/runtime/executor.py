@@ -16,10 +16,16 @@ from typing import Any, Iterator
 import torch
 
 from flowrl.compiler.ir import FLOW_INPUT, CallNode, Op, Schedule
-from flowrl.errors import FlowRLError, StageError
-from flowrl.models.base import BaseModule
+from flowrl.errors import ConfigError, FlowRLError, StageError
+from flowrl.models.base import BaseModule, nonfinite_policy
 from flowrl.runtime.data import Batch, merge_outputs
-from flowrl.runtime.sync import SyncStats, sync_parameters
+from flowrl.runtime.guards import SKIPPED_METRIC, NonFiniteError, check_call_output
+from flowrl.runtime.sync import SyncStats, check_sync_compatible, sync_parameters
+
+
+class SetupError(FlowRLError):
+    """A module's ``setup()`` raised; the message names the model and class, the cause is
+    chained."""
 
 
 @dataclass
@@ -30,6 +36,8 @@ class FlowResult:
     values: dict[str, Any]
     metrics: list[tuple[str, float, str]] = field(default_factory=list)
     syncs: list[SyncStats] = field(default_factory=list)
+    #: set when ``on_nonfinite: skip_batch`` dropped this batch: "model.method key"
+    skipped: str | None = None
 
 
 @dataclass
@@ -101,12 +109,24 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+def call_failure(call: CallNode, module: Any, episode: int, iteration: int, data: Any,
+                 error: BaseException) -> StageError:
+    """The error for a call that raised, the same in every runtime: call id, model,
+    class.method, episode (1-based), iteration, call site, input and the real cause."""
+    return StageError(
+        f"{call.id} failed (model '{call.model}', {type(module).__name__}.{call.method}, "
+        f"episode {episode}, iteration {iteration}, called at {call.source}) on input "
+        f"{describe(data)}: {type(error).__name__}: {error}")
+
+
 class LocalExecutor:
     """Runs schedule ops on in-process modules, counting offloads and timing every op."""
 
-    def __init__(self, schedule: Schedule, modules: dict[str, BaseModule], seed: int = 0) -> None:
+    def __init__(self, schedule: Schedule, modules: dict[str, BaseModule], seed: int = 0,
+                 on_nonfinite: str | None = None) -> None:
         self.schedule = schedule
         self.seed = seed
+        self.on_nonfinite = on_nonfinite or nonfinite_policy()  # default: the active config
         self.modules = modules
         self.records: list[OpRecord] = []
         self.offload_bytes = 0
@@ -116,8 +136,29 @@ class LocalExecutor:
         self.episode = 0
 
     def setup(self) -> None:
-        for m in self.modules.values():
-            m.ensure_setup()
+        for name, m in self.modules.items():
+            try:
+                m.ensure_setup()
+            except FlowRLError:
+                raise
+            except Exception as e:  # name the module; the real cause stays chained
+                raise SetupError(f"setup() of model '{name}' ({type(m).__name__}) failed: "
+                                 f"{type(e).__name__}: {e}") from e
+
+    def check_sync_pairs(self, pairs: list[tuple[str, str]]) -> None:
+        """Right after setup: every sync pair has weights of the same names and shapes (an
+        error now instead of after the first rollout)."""
+        for src, dst in pairs:
+            tensors = {}
+            for name in (src, dst):
+                m = self.modules[name]
+                try:
+                    tensors[name] = m.named_sync_tensors()
+                except (NotImplementedError, RuntimeError) as e:
+                    raise ConfigError(f"sync {src} -> {dst}: model '{name}' "
+                                      f"({type(m).__name__}) has no weights to sync: {e}") from e
+            if not (self.modules[src].offloaded_state or self.modules[dst].offloaded_state):
+                check_sync_compatible(tensors[src], tensors[dst], src, dst)
 
     def build_dataset(self, model: str, prompts: list, is_eval: bool) -> Any:
         """The model's ``build_dataset`` (after its ``setup``, where tokenizers get built)."""
@@ -135,10 +176,12 @@ class LocalExecutor:
         values: dict[str, Any] = {FLOW_INPUT: data}
         result = FlowResult(None, values)
         for op in self.schedule.ops_for(role):
+            if result.skipped is not None and op.kind == "call":
+                continue  # the batch is dropped; offload/onload ops still keep residency right
             t0 = time.perf_counter()
             moved = self._run_op(role, op, values, iteration, result)
             self.records.append(OpRecord(role, op.label(), op.model, time.perf_counter() - t0, moved))
-        if graph is not None and graph.outputs:
+        if graph is not None and graph.outputs and result.skipped is None:
             parts = [(n, values[n]) for n in graph.outputs]
             result.output = parts[0][1] if len(parts) == 1 else merge_outputs(
                 parts, f"the result of flow '{graph.name}'")
@@ -184,14 +227,22 @@ class LocalExecutor:
         torch.manual_seed(call_seed(self.seed, call.id, iteration))
         try:
             out = getattr(module, call.method)(data, iteration)
+        except NonFiniteError as e:  # found inside the module: add the call site
+            raise e.located(call.method, self.episode + 1, iteration) from None
         except FlowRLError:
             raise
         except Exception as e:  # keep the real cause, add where it happened
-            raise StageError(
-                f"{call.id} failed (model '{call.model}', {type(module).__name__}.{call.method}, "
-                f"episode {self.episode}, iteration {iteration}, called at {call.source}) on "
-                f"input {describe(data)}: {type(e).__name__}: {e}") from e
+            raise call_failure(call, module, self.episode + 1, iteration, data, e) from e
         out = check_output(call.id, out, call.is_train,
                            sorted(call.outputs) if call.outputs is not None else None)
-        result.metrics.extend(call_metrics(call.model, module.drain_logged(), out, call.is_train))
+        bad = check_call_output(call.model, call.method, out, call.is_train, self.on_nonfinite,
+                                self.episode + 1, iteration)
+        logged = module.drain_logged()
+        if bad is not None:  # skip_batch: count it and keep NaN out of the metrics/buffer
+            result.metrics.append((f"{call.model}/{SKIPPED_METRIC}", 1.0, "sum"))
+            if call.is_train:  # the sync refuses non-finite weights if the step went ahead
+                out = {k: v for k, v in out.items() if k != bad}
+            else:  # a rollout batch: the rest of the flow is skipped and the batch dropped
+                result.skipped = f"{call.id} key '{bad}'"
+        result.metrics.extend(call_metrics(call.model, logged, out, call.is_train))
         return out

@@ -9,6 +9,7 @@ import torch
 
 from flowrl.errors import FlowRLError
 from flowrl.models.base import BaseModule
+from flowrl.runtime.guards import check_weights
 
 
 @dataclass
@@ -58,6 +59,7 @@ def sync_parameters(src: BaseModule, dst: BaseModule) -> SyncStats:
                               f"are offloaded (the schedule must onload them before the sync)")
     s, d = src.named_sync_tensors(), dst.named_sync_tensors()
     check_sync_compatible(s, d, src.name, dst.name)
+    check_weights(src.name, s, f"sync to '{dst.name}'")  # never spread NaN to inference
     loader = getattr(type(dst), "load_synced", None)
     if loader is not None:  # the backend loads weights itself (vLLM reload, ZeRO-3 gather)
         nbytes = dst.load_synced(s)
