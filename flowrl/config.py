@@ -18,14 +18,29 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      model_validator)
 
+from flowrl.chatlearn_compat import translate_chatlearn
 from flowrl.errors import ConfigError
 
 OffloadPolicy = Literal["auto", "never", "weights", "optimizer", "all"]
+
+
+def _no_bool(value: Any) -> Any:
+    # YAML reads `true` as a bool and pydantic would take it as 1: a typo must not count.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+# numpy seeds with 32 bits and flowrl derives per-call seeds from this one.
+SEED_LIMIT = 2**32
 
 
 class _Strict(BaseModel):
@@ -35,31 +50,32 @@ class _Strict(BaseModel):
 class RuntimeArgs(_Strict):
     """Episode semantics and run-wide settings."""
 
-    num_episode: int = Field(1, ge=1, description="episodes to run")
-    sample_per_episode: int = Field(64, ge=1, description="samples generated per episode")
-    generation_batch_size: int = Field(16, ge=1, description="prompts per rollout-flow call")
-    train_global_batch_size: int = Field(16, ge=1, description="samples per optimizer step")
-    train_micro_batch_size: int = Field(8, ge=1, description="samples per forward/backward")
-    num_training_epoch: int = Field(1, ge=1, description="passes over the replay buffer per episode")
-    eval_episode_interval: int = Field(0, ge=0, description="evaluate every N episodes (0: never)")
-    save_episode_interval: int = Field(0, ge=0, description="checkpoint every N episodes (0: never)")
-    seed: int = 1234
+    num_episode: Int = Field(1, ge=1, description="episodes to run")
+    sample_per_episode: Int = Field(64, ge=1, description="samples generated per episode")
+    generation_batch_size: Int = Field(16, ge=1, description="prompts per rollout-flow call")
+    train_global_batch_size: Int = Field(16, ge=1, description="samples per optimizer step")
+    train_micro_batch_size: Int = Field(8, ge=1, description="samples per forward/backward")
+    num_training_epoch: Int = Field(1, ge=1, description="passes over the replay buffer per episode")
+    eval_episode_interval: Int = Field(0, ge=0, description="evaluate every N episodes (0: never)")
+    save_episode_interval: Int = Field(0, ge=0, description="checkpoint every N episodes (0: never)")
+    seed: Int = Field(1234, ge=0, lt=SEED_LIMIT,
+                      description="the run's seed, 0 <= seed < 2**32")
     output_dir: str | None = Field(None, description="metrics.jsonl and checkpoints go here")
     shuffle: bool = Field(True, description="shuffle prompts and the replay buffer (seeded)")
     progress: bool = Field(True, description="show progress bars")
-    sync_bucket_mb: float = Field(64.0, gt=0, description="parameter-sync bucket size")
-    num_inference_per_prompt: int = Field(
+    sync_bucket_mb: Float = Field(64.0, gt=0, description="parameter-sync bucket size")
+    num_inference_per_prompt: Int = Field(
         1, ge=1, description="responses sampled per prompt (GRPO group size, online-DPO "
         "candidates); the episode loop repeats each prompt this many times in a row, and "
         "sample_per_episode / generation_batch_size count samples, not prompts")
-    eval_batch_size: int | None = Field(
+    eval_batch_size: Int | None = Field(
         None, ge=1, description="prompts per eval-flow call (default generation_batch_size)")
     enable_eval_before_training: bool = Field(
         False, description="also evaluate before the first episode (logged as episode 0)")
     resume: bool = Field(False, description="learn() resumes from the latest good checkpoint")
     checkpoint_dir: str | None = Field(
         None, description="where checkpoints go (default output_dir/checkpoints)")
-    keep_last_checkpoints: int = Field(0, ge=0, description="keep only the newest N (0: all)")
+    keep_last_checkpoints: Int = Field(0, ge=0, description="keep only the newest N (0: all)")
     tensorboard: bool | None = Field(
         None, description="TensorBoard event files under output_dir/tb (default: on when "
         "output_dir is set and tensorboard is installed)")
@@ -106,21 +122,21 @@ class RuntimeArgs(_Strict):
 class ModelConfig(_Strict):
     """Per-model section: what planning needs (no weights are loaded) plus user ``args``."""
 
-    num_devices: int | None = Field(None, ge=1, description="devices for this model (default tp*pp*dp)")
-    tensor_model_parallel_size: int = Field(1, ge=1)
-    pipeline_model_parallel_size: int = Field(1, ge=1)
-    data_parallel_size: int | None = Field(None, ge=1)
+    num_devices: Int | None = Field(None, ge=1, description="devices for this model (default tp*pp*dp)")
+    tensor_model_parallel_size: Int = Field(1, ge=1)
+    pipeline_model_parallel_size: Int = Field(1, ge=1)
+    data_parallel_size: Int | None = Field(None, ge=1)
     trainable: bool | None = Field(None, description="default: inferred (calls train_step)")
-    num_params: int | None = Field(None, ge=1, description="parameter count, for planning")
-    num_layers: int | None = Field(None, ge=1)
-    hidden_size: int | None = Field(None, ge=1)
-    vocab_size: int | None = Field(None, ge=1)
+    num_params: Int | None = Field(None, ge=1, description="parameter count, for planning")
+    num_layers: Int | None = Field(None, ge=1)
+    hidden_size: Int | None = Field(None, ge=1)
+    vocab_size: Int | None = Field(None, ge=1)
     dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
-    max_seq_len: int | None = Field(None, ge=1, description="prompt + response tokens")
-    max_new_tokens: int | None = Field(None, ge=1)
+    max_seq_len: Int | None = Field(None, ge=1, description="prompt + response tokens")
+    max_new_tokens: Int | None = Field(None, ge=1)
     colocation_group: str | None = None
     offload: OffloadPolicy = "auto"
-    devices: list[int] | None = Field(None, description="explicit device ids (strategy manual)")
+    devices: list[Int] | None = Field(None, description="explicit device ids (strategy manual)")
     args: dict[str, Any] = Field(default_factory=dict, description="free-form, for the module")
 
     @model_validator(mode="after")
@@ -182,6 +198,9 @@ def _format_validation_error(err: ValidationError, model: type[BaseModel], sourc
             msg = "unknown field" + (f"; did you mean '{hint[0]}'?" if hint else "")
         if e["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
+        if isinstance(e.get("input"), str) and e["input"].startswith("${"):
+            msg += f" (got {e['input']!r}: ChatLearn's ${{VAR:default}} substitution is not " \
+                   f"supported; write the value)"
         lines.append(f"  {loc or '<root>'}: {msg}")
     return "\n".join(lines)
 
@@ -197,6 +216,35 @@ def _resolve_model(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None
             args = getattr(ann, "__args__", ())
             current = args[-1] if args and not isinstance(ann, type) else ann
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader for which a key written twice in one mapping is an error, not "last wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping (first at line "
+                    f"{seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; a syntax error becomes a ConfigError naming ``file:line:column``."""
+    try:
+        with open(path) as f:
+            return yaml.load(f, Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason})") from None
 
 
 def _config_from_argv(argv: list[str]) -> str | None:
@@ -235,10 +283,10 @@ def load_config(config: str | Path | dict | FlowRLConfig | None = None,
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
             source = str(path)
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
+            data = _read_yaml(path)
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: the top level must be a mapping")
+    data = translate_chatlearn(data, set(RuntimeArgs.model_fields), source)
     data.update(overrides)
     data.pop("source", None)
     # Sections written as empty YAML (``policy:``) mean "all defaults".
