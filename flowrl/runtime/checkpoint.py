@@ -136,6 +136,24 @@ def _save(obj: Any, path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a manifest's shape (valid JSON is not enough); ``None`` if fine."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, got {type(manifest).__name__}"
+    files, episode = manifest.get("files"), manifest.get("episode")
+    if not isinstance(episode, int) or isinstance(episode, bool) or episode < 0:
+        return f"'episode' must be a non-negative integer, got {episode!r}"
+    if not isinstance(files, dict) or not files:
+        return f"'files' must be a non-empty object, got {type(files).__name__}"
+    for rel, meta in files.items():
+        if not rel.endswith(".pt"):
+            return f"file {rel!r}: expected a .pt file"
+        if not isinstance(meta, dict) or not isinstance(meta.get("bytes"), int) or \
+                not isinstance(meta.get("sha256"), str):
+            return f"file {rel!r}: expected {{\"bytes\": int, \"sha256\": str}}, got {meta!r}"
+    return None
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: its episode, directory and parts (``"runner"``, ``"modules/x"``)."""
@@ -212,16 +230,25 @@ class CheckpointManager:
                                   f"interrupted)")
         try:
             manifest = json.loads(mpath.read_text())
-            files = manifest["files"]
-            episode = int(manifest["episode"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, UnicodeDecodeError) as e:
             raise CheckpointError(f"checkpoint {path}: unreadable {MANIFEST} ({e})") from e
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise CheckpointError(f"checkpoint {path}: malformed {MANIFEST}: {problem}")
+        files, episode = manifest["files"], manifest["episode"]
         if manifest.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {path}: format {manifest.get('format')!r}, "
                                   f"expected {FORMAT!r}")
         m = _NAME.match(path.name)
         if m and int(m.group(1)) != episode:
             raise CheckpointError(f"checkpoint {path}: the manifest says episode {episode}")
+        root = path.resolve()
+        for rel in files:
+            target = (path / rel).resolve()  # symlinks followed: the real file must be inside
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or \
+                    not target.is_relative_to(root):
+                raise CheckpointError(f"checkpoint {path}: file {rel!r} in {MANIFEST} points "
+                                      f"outside the checkpoint directory")
         for rel, meta in files.items():
             f = path / rel
             if not f.is_file():
