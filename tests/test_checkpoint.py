@@ -299,3 +299,91 @@ def test_optimizer_and_scheduler_state_survive_a_save_and_load(tmp_path):
     a.step(), b.step()  # the next step is the same in both
     assert torch.equal(a.model.weight, b.model.weight)
     assert b.scheduler.get_last_lr() == a.scheduler.get_last_lr()
+
+
+# ---- retrying after a failure -----------------------------------------------------------
+def _fail_once(module, method, at_iteration, exc):
+    """Make ``module.method`` raise ``exc`` once, at ``at_iteration``."""
+    original = getattr(module, method)
+    state = {"raised": False}
+
+    def flaky(data, iteration=0):
+        if iteration == at_iteration and not state["raised"]:
+            state["raised"] = True
+            raise exc
+        return original(data, iteration)
+
+    setattr(module, method, flaky)
+
+
+@pytest.mark.parametrize("model, method, iteration, exc", [
+    ("reward", "forward_step", 4, RuntimeError("flaky reward server")),  # episode 3's rollout
+    ("ppo_value", "train_step", 5, KeyboardInterrupt()),  # after episode 3's first step
+])
+def test_resume_after_a_failure_mid_episode_is_bit_identical(model, method, iteration, exc,
+                                                             tmp_path):
+    full, _ = build_ppo(config(TINY_PPO, num_episode=4, output_dir=str(tmp_path / "full")))
+    full_rows = full.learn()
+
+    cfg = config(TINY_PPO, num_episode=4, output_dir=str(tmp_path / "split"),
+                 save_episode_interval=1)
+    engine, mods = build_ppo(cfg)
+    _fail_once(mods[model], method, iteration, exc)
+    with pytest.raises((type(exc), flowrl.errors.StageError)):
+        engine.learn()
+    assert engine.runner.episode == 2  # episodes 1-2 done, episode 3 half applied
+    rows = engine.learn(resume=True)  # same engine, same process: restarted from checkpoint 2
+    assert [r["episode"] for r in rows] == [3, 4]
+    assert comparable(engine.history) == comparable(full_rows)
+    _assert_same_state(module_tensors(engine), module_tensors(full))
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episode"] for line in lines] == [1, 2, 3, 4]
+
+
+# ---- resuming with a changed config -----------------------------------------------------
+def test_resume_prints_config_changes_and_the_optimizer_follows_the_config(tmp_path, capsys):
+    cfg = config(TINY_PPO, num_episode=1, output_dir=str(tmp_path), save_episode_interval=1)
+    build_ppo(cfg)[0].learn()
+    ckpt = CheckpointManager(tmp_path / "checkpoints").load_latest()
+    assert json.loads(ckpt.parts["config"])["models"]["ppo_policy"]["args"]["lr"] == 0.002
+
+    cfg["runtime_args"].update(num_episode=2, resume=True)
+    cfg["models"]["ppo_policy"]["args"]["lr"] = 0.0005
+    engine, mods = build_ppo(cfg)
+    capsys.readouterr()
+    engine.learn()
+    out = capsys.readouterr().out
+    assert "resume: config models.ppo_policy.args.lr: 0.002 in the checkpoint, now 0.0005" in out
+    assert "resume: ppo_policy: optimizer group 0 lr: 0.002 in the checkpoint -> 0.0005" in out
+    assert mods["ppo_policy"].optimizer.param_groups[0]["lr"] == 0.0005
+    assert mods["ppo_value"].optimizer.param_groups[0]["lr"] == 0.002  # unchanged, kept
+    assert mods["ppo_policy"].optimizer.state  # the moments came from the checkpoint
+
+
+def test_a_changed_lr_under_a_scheduler_rescales_and_keeps_the_schedule():
+    from flowrl import TorchModule
+
+    class Sched(TorchModule):
+        lr = 0.1
+
+        def setup(self):
+            torch.manual_seed(0)
+            self.model = torch.nn.Linear(3, 2)
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr)
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 1, gamma=0.5)
+
+    flowrl.init({"models": {"a": {}}})
+    a = Sched("a")
+    a.setup()
+    for _ in range(2):
+        a.optimizer.step(), a.scheduler.step()
+    state = a.state_dict_for_checkpoint()
+    flowrl.init({"models": {"a": {}}})
+    b = Sched("a")
+    b.lr = 0.2
+    b.setup()
+    b.load_checkpoint_state(state)
+    assert b.optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.5 ** 2)
+    assert b.scheduler.base_lrs == [0.2] and b.scheduler.last_epoch == 2
+    assert b.resume_notes == ["optimizer group 0 initial_lr: 0.1 in the checkpoint -> 0.2 from "
+                              "the current config"]
