@@ -19,6 +19,10 @@ class UnknownMethodError(TraceError, AttributeError):
     """A flow (or code) asked a module for a method or attribute it does not have."""
 
 
+class FlowTypeError(TraceError, TypeError):
+    """Something that is not a ``@flow`` function was given where a flow is expected."""
+
+
 class KeyCollisionError(TraceError):
     """Two upstream outputs feeding one call (or a flow's result) carry the same key."""
 
@@ -37,3 +41,16 @@ class StageError(FlowRLError):
 
 class MissingExtraError(FlowRLError, ImportError):
     """An optional backend library is not installed; the message names the pip extra."""
+
+
+class DatasetError(FlowRLError):
+    """A prompt dataset failed (``__getitem__``, ``collate_fn``) or broke the dataset contract;
+    the message names the dataset class and the index or indices, the cause is chained."""
+
+
+class DatasetTypeError(DatasetError, TypeError):
+    """``build_dataset`` or ``collate_fn`` returned the wrong type (names the owner and type)."""
+
+
+class BatchError(FlowRLError, ValueError):
+    """A batch's per-sample values disagree on the number of samples; names the key."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
 
 from flowrl import ConfigError
 from flowrl.errors import KeyCollisionError
-from flowrl.runtime.data import (PromptStream, check_dataset, collate_samples, merge_outputs,
-                                 split_batch)
+from flowrl.runtime.data import (PromptStream, check_dataset, check_prompts, collate_samples,
+                                 merge_outputs, split_batch)
 from flowrl.runtime.replay import ReplayBuffer
 
 
@@ -106,3 +107,43 @@ def test_replay_buffer_global_and_micro_batches():
     assert seen.tolist() != list(range(16))  # shuffled
     plain = buf.global_batches(8, 4, None)
     assert plain[0][1]["i"].tolist() == [4, 5, 6, 7]
+
+
+class _ArrayLike:
+    """An array-like that is neither a tensor, an ndarray nor a list (like a pandas Series)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.values, dtype=dtype)
+
+
+def test_numpy_and_array_like_values_are_split_per_sample():
+    batch = {"x": torch.arange(3), "scores": np.array([0.5, 1.5, 2.5]),
+             "ids": np.arange(6).reshape(3, 2), "lens": _ArrayLike([4, 5, 6]),
+             "names": ("a", "b", "c"), "scale": 2.0, "tag": "run", "zero_d": np.array(7)}
+    samples = split_batch(batch)
+    assert [float(s["scores"]) for s in samples] == [0.5, 1.5, 2.5]
+    assert [s["ids"].tolist() for s in samples] == [[0, 1], [2, 3], [4, 5]]
+    assert [int(s["lens"]) for s in samples] == [4, 5, 6]
+    assert [s["names"] for s in samples] == ["a", "b", "c"]
+    assert all(s["scale"] == 2.0 and s["tag"] == "run" and s["zero_d"] == 7 for s in samples)
+    out = collate_samples(samples)  # numpy rows go back together as one array
+    assert isinstance(out["scores"], np.ndarray) and out["scores"].tolist() == [0.5, 1.5, 2.5]
+    assert np.array_equal(out["ids"], batch["ids"])
+
+
+def test_replay_buffer_keeps_numpy_values_per_sample():
+    buf = ReplayBuffer()
+    buf.add_batch({"i": torch.arange(4), "w": np.array([10.0, 11.0, 12.0, 13.0])})
+    ((micro,),) = buf.global_batches(4, 4, generator=None)
+    assert micro["w"].tolist() == [10.0, 11.0, 12.0, 13.0]
+
+
+def test_check_prompts_accepts_sized_indexable_collections():
+    assert check_prompts(("a", "b")) == ["a", "b"]
+    assert check_prompts(range(3)) == [0, 1, 2]
+    assert [p.tolist() for p in check_prompts(np.array([[1, 2], [3, 4]]))] == [[1, 2], [3, 4]]
+    assert len(check_prompts(torch.zeros(5, 2))) == 5
+    assert check_prompts(["only one"], "Evaluator.set_dataset") == ["only one"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
 from flowrl.compiler.ir import FlowGraph
@@ -18,11 +19,30 @@ class Flow:
         self.name = name or fn.__name__
         functools.update_wrapper(self, fn)
 
+    @property
+    def location(self) -> str:
+        """``file:line`` where the flow is defined."""
+        return f"{self.fn.__code__.co_filename}:{self.fn.__code__.co_firstlineno}"
+
     def trace(self) -> FlowGraph:
         """Trace the function once into a fresh graph (modules must already exist)."""
+        self._check_one_parameter()
         graph = Tracer(self.name).trace(self.fn)
-        graph.source = f"{self.fn.__code__.co_filename}:{self.fn.__code__.co_firstlineno}"
+        graph.source = self.location
         return graph
+
+    def _check_one_parameter(self) -> None:
+        # An engine runs a flow on one value (a prompt batch, or a train flow's list of
+        # micro-batches); inlined sub-flows (see __call__) may take several flow values.
+        signature = inspect.signature(self.fn)
+        params = list(signature.parameters.values())
+        if len(params) == 1 and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                   inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            return
+        raise TraceError(
+            f"flow '{self.name}' at {self.location} takes {signature}; a flow takes exactly one "
+            f"parameter, its input batch (for a train flow: the global batch, a list of "
+            f"micro-batch dicts). Other values reach modules through their config (args)")
 
     def __call__(self, *args: Any) -> Any:
         # Called from inside another flow's trace: inline it (its calls join the outer graph).

@@ -16,10 +16,10 @@ from flowrl import context
 from flowrl.compiler.ir import FlowGraph, Schedule
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
-from flowrl.errors import ConfigError, FlowRLError
+from flowrl.errors import ConfigError, FlowRLError, FlowTypeError
 from flowrl.models.base import BaseModule
 from flowrl.runtime.checkpoint import CheckpointManager
-from flowrl.runtime.data import PromptStream, check_dataset
+from flowrl.runtime.data import PromptStream, check_dataset, check_prompts
 from flowrl.runtime.episodes import EpisodeRunner
 from flowrl.runtime.executor import LocalExecutor, write_op_profile
 from flowrl.runtime.factory import make_executor
@@ -47,16 +47,15 @@ class Evaluator:
     def __init__(self, eval_flow: Flow, post_process: Callable[[list[dict]], dict] | None = None,
                  batch_size: int | None = None) -> None:
         if not isinstance(eval_flow, Flow):
-            raise TypeError(f"eval_flow must be a @flow function, got {type(eval_flow).__name__}")
+            raise FlowTypeError(
+                f"eval_flow must be a @flow function, got {type(eval_flow).__name__}")
         self.flow = eval_flow
         self.post_process = post_process
         self.batch_size = batch_size
         self.prompts: list | None = None
 
     def set_dataset(self, prompts: list) -> "Evaluator":
-        if not len(prompts):
-            raise ConfigError("Evaluator.set_dataset got no prompts")
-        self.prompts = list(prompts)
+        self.prompts = check_prompts(prompts, "Evaluator.set_dataset")
         return self
 
     def set_post_process_func(self, fn: Callable[[list[dict]], dict]) -> "Evaluator":
@@ -122,7 +121,7 @@ class Engine:
                  sync: dict[BaseModule, BaseModule] | None = None, name: str = "engine") -> None:
         for role, f in (("rollout", rollout), ("train", train)):
             if not isinstance(f, Flow):
-                raise TypeError(f"{role} must be a @flow function, got {type(f).__name__}")
+                raise FlowTypeError(f"{role} must be a @flow function, got {type(f).__name__}")
         self.name = name
         self.config = context.get_args()
         self.flows: dict[str, Flow] = {"rollout": rollout, "train": train}
@@ -204,9 +203,7 @@ class Engine:
     # ---- the user's API ----------------------------------------------------------------------
     def set_dataset(self, prompts: list) -> "Engine":
         """Prompts handed to the first model's ``build_dataset(prompts, is_eval=False)``."""
-        if not len(prompts):
-            raise ConfigError("set_dataset got no prompts")
-        self.prompts = list(prompts)
+        self.prompts = check_prompts(prompts, "set_dataset")
         return self
 
     def set_evaluator(self, evaluator: Evaluator) -> "Engine":

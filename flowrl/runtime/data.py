@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from flowrl.errors import ConfigError, KeyCollisionError
+from flowrl.errors import (BatchError, ConfigError, DatasetError, DatasetTypeError,
+                           KeyCollisionError)
 
 Batch = dict[str, Any]
 
@@ -27,31 +30,49 @@ def merge_outputs(parts: list[tuple[str, Batch]], where: str) -> Batch:
     return merged
 
 
+def _as_rows(value: Any) -> torch.Tensor | np.ndarray | Sequence | None:
+    """``value`` as something with one row per sample, or ``None`` for a batch-level value.
+
+    Per-sample: tensors and numpy arrays with a dimension, any other array-like (anything with
+    ``__array__``: pandas, JAX, ...; converted with ``np.asarray``), lists, tuples and other
+    sequences except ``str``/``bytes``. Everything else (numbers, strings, dicts, 0-d arrays)
+    is batch-level.
+    """
+    if isinstance(value, torch.Tensor):
+        return value if value.dim() > 0 else None
+    if not isinstance(value, np.ndarray) and hasattr(value, "__array__"):
+        value = np.asarray(value)
+    if isinstance(value, np.ndarray):
+        return value if value.ndim > 0 else None
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+        return value
+    return None
+
+
 def batch_size_of(batch: Batch) -> int:
-    """Number of samples in a batch dict (length of its first tensor or list)."""
+    """Number of samples in a batch dict (length of its first per-sample value)."""
     for v in batch.values():
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            return v.shape[0]
-        if isinstance(v, (list, tuple)):
-            return len(v)
-    raise ValueError(f"cannot tell the batch size of a batch with keys {sorted(batch)}")
+        rows = _as_rows(v)
+        if rows is not None:
+            return len(rows)
+    raise BatchError(f"cannot tell the batch size of a batch with keys {sorted(batch)}: none "
+                     f"holds a tensor, array or list with one row per sample")
 
 
 def split_batch(batch: Batch) -> list[Batch]:
-    """A batch dict -> one dict per sample (tensors indexed on dim 0, lists per item)."""
+    """A batch dict -> one dict per sample; every per-sample value (see ``_as_rows``) is split
+    on its first dimension, a batch-level value is carried by every sample."""
     n = batch_size_of(batch)
     samples: list[Batch] = [{} for _ in range(n)]
     for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            if v.shape[0] != n:
-                raise ValueError(f"key '{k}' has {v.shape[0]} rows but the batch has {n} samples")
-            rows = v.unbind(0)
-        elif isinstance(v, (list, tuple)):
-            if len(v) != n:
-                raise ValueError(f"key '{k}' has {len(v)} items but the batch has {n} samples")
-            rows = v
-        else:
+        rows = _as_rows(v)
+        if rows is None:
             rows = [v] * n  # batch-level scalar: every sample carries it
+        elif len(rows) != n:
+            what = "items" if isinstance(rows, Sequence) else "rows"
+            raise BatchError(f"key '{k}' has {len(rows)} {what} but the batch has {n} samples")
+        elif isinstance(rows, torch.Tensor):
+            rows = rows.unbind(0)
         for s, r in zip(samples, rows):
             s[k] = r
     return samples
@@ -76,15 +97,52 @@ def collate_samples(samples: list[Batch]) -> Batch:
                 for i, v in enumerate(vals):
                     padded[(i, *[slice(0, n) for n in v.shape])] = v
                 out[k] = padded
+        elif all(isinstance(v, (np.ndarray, np.generic)) for v in vals) and \
+                all(np.shape(v) == np.shape(vals[0]) for v in vals):
+            out[k] = np.stack(vals)  # split numpy rows go back together as one array
         else:
             out[k] = list(vals)
     return out
 
 
+def check_prompts(prompts: Any, where: str = "set_dataset") -> list:
+    """``prompts`` as a list, one prompt per item; what cannot be a prompt list is refused.
+
+    Accepted: lists, tuples, numpy arrays, tensors and any other sized, indexable sequence.
+    Refused, with a :class:`ConfigError` naming ``where`` and what was given: ``None``; a
+    ``str``/``bytes`` (it would become one prompt per character); a dict; and generators or
+    other one-shot iterators, because flowrl needs the number of prompts up front and re-reads
+    them every pass over the data and on resume: pass ``list(...)`` instead.
+    """
+    hint = "pass a list of prompts"
+    if prompts is None:
+        raise ConfigError(f"{where} got None; {hint}")
+    if isinstance(prompts, (str, bytes, bytearray)):
+        raise ConfigError(f"{where} got a single {type(prompts).__name__} "
+                          f"({str(prompts)[:40]!r}), which would become one prompt per "
+                          f"character; {hint}, e.g. [{str(prompts)[:20]!r}]")
+    if isinstance(prompts, Mapping):
+        raise ConfigError(f"{where} got a {type(prompts).__name__} with keys "
+                          f"{list(prompts)[:5]}; {hint} (e.g. list(d.values()))")
+    if isinstance(prompts, Iterator) or not (hasattr(prompts, "__len__")
+                                             and hasattr(prompts, "__getitem__")):
+        raise ConfigError(f"{where} got a {type(prompts).__name__}, not a sized, indexable "
+                          f"collection; {hint} (e.g. list(...)): flowrl needs their number up "
+                          f"front and re-reads them every pass and on resume")
+    try:
+        items = list(prompts)
+    except TypeError as e:  # a 0-d array or tensor
+        raise ConfigError(f"{where} got a {type(prompts).__name__} that is not a "
+                          f"collection ({e}); {hint}") from None
+    if not items:
+        raise ConfigError(f"{where} got no prompts")
+    return items
+
+
 def check_dataset(dataset: Any, owner: str) -> None:
     """The dataset contract from the ChatLearn interface."""
     if not isinstance(dataset, Dataset):
-        raise TypeError(
+        raise DatasetTypeError(
             f"{owner}.build_dataset must return a torch.utils.data.Dataset, got "
             f"{type(dataset).__name__}")
     if not hasattr(dataset, "collate_fn"):
@@ -92,8 +150,55 @@ def check_dataset(dataset: Any, owner: str) -> None:
             f"the dataset from {owner}.build_dataset ({type(dataset).__name__}) has no "
             f"'collate_fn' attribute: define collate_fn(samples), or set self.collate_fn = None "
             f"in __init__ to use default collation")
-    if len(dataset) == 0:
+    try:
+        size = len(dataset)
+    except Exception as e:
+        raise DatasetError(f"len() of the dataset from {owner}.build_dataset "
+                           f"({type(dataset).__name__}) failed: {type(e).__name__}: {e}") from e
+    if size == 0:
         raise ConfigError(f"the dataset from {owner}.build_dataset is empty")
+
+
+class _NamedFailures(Dataset):
+    """A prompt dataset whose ``__getitem__`` / ``collate_fn`` failures name the dataset class
+    and the indices. The DataLoader runs in this process, so the indices fetched for a batch
+    are exactly those of the samples handed to the next ``collate_fn`` call."""
+
+    def __init__(self, dataset: Dataset, collate: Callable[[list], Any]) -> None:
+        self.dataset, self.collate = dataset, collate
+        self.name = type(dataset).__name__
+        self.indices: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list:
+        self.indices = list(indices)
+        batched = getattr(self.dataset, "__getitems__", None)
+        if batched:
+            try:
+                return batched(self.indices)
+            except Exception as e:
+                raise DatasetError(f"prompt dataset {self.name}: __getitems__({self.indices}) "
+                                   f"raised {type(e).__name__}: {e}") from e
+        samples = []
+        for i in self.indices:
+            try:
+                samples.append(self.dataset[i])
+            except Exception as e:
+                raise DatasetError(f"prompt dataset {self.name}: __getitem__({i}) raised "
+                                   f"{type(e).__name__}: {e}") from e
+        return samples
+
+    def collate_fn(self, samples: list) -> Any:
+        try:
+            return self.collate(samples)
+        except Exception as e:
+            raise DatasetError(f"prompt dataset {self.name}: collate_fn failed on the samples "
+                               f"at indices {self.indices}: {type(e).__name__}: {e}") from e
 
 
 class PromptStream:
@@ -118,8 +223,9 @@ class PromptStream:
     def _loader(self) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         collate = getattr(self.dataset, "collate_fn", None) or default_collate
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle,
-                            generator=g, collate_fn=collate, drop_last=self.drop_last)
+        named = _NamedFailures(self.dataset, collate)
+        loader = DataLoader(named, batch_size=self.batch_size, shuffle=self.shuffle,
+                            generator=g, collate_fn=named.collate_fn, drop_last=self.drop_last)
         it = iter(loader)
         for _ in range(self.batch_in_epoch):  # resume mid-epoch
             next(it)
@@ -136,9 +242,9 @@ class PromptStream:
             batch = next(self._it)
         self.batch_in_epoch += 1
         if not isinstance(batch, dict):
-            raise TypeError(
-                f"collate_fn returned a {type(batch).__name__}; a prompt batch must be a dict "
-                f"of key -> batched values")
+            raise DatasetTypeError(
+                f"the collate_fn of prompt dataset {type(self.dataset).__name__} returned a "
+                f"{type(batch).__name__}; a prompt batch must be a dict of key -> batched values")
         return batch
 
     def state_dict(self) -> dict[str, int]:
