@@ -185,3 +185,26 @@ def test_evaluator_runs_every_n_episodes(tiny_ppo_config):
     rows = engine.learn()
     assert "eval/score" not in rows[0] and "eval/score" in rows[1] and "eval/score" not in rows[2]
     assert 0.0 <= rows[1]["eval/score"] <= 1.0
+
+
+def test_new_run_dir_starts_run_N_and_resume_continues_the_newest(tiny_ppo_config, tmp_path,
+                                                                   capsys):
+    cfg = tiny_ppo_config
+    cfg["runtime_args"].update(num_episode=1, output_dir=str(tmp_path), new_run_dir=True,
+                               save_episode_interval=1)
+    for n in (1, 2):
+        engine, _ = build_ppo(cfg)
+        capsys.readouterr()
+        engine.learn()
+        out = capsys.readouterr().out
+        run = tmp_path / f"run-{n}"
+        assert f"metrics: {run}/metrics.jsonl" in out and f"checkpoints: {run}/checkpoints" in out
+        assert (run / "metrics.jsonl").is_file() and (run / "op_profile.jsonl").is_file()
+        assert (run / "checkpoints" / "episode_0001").is_dir()
+    assert not (tmp_path / "metrics.jsonl").exists()
+    cfg["runtime_args"].update(num_episode=2, resume=True)
+    engine, _ = build_ppo(cfg)
+    assert [r["episode"] for r in engine.learn()] == [2]
+    assert flowrl.get_args().runtime_args.output_dir == str(tmp_path / "run-2")
+    assert len((tmp_path / "run-2" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "run-1" / "metrics.jsonl").read_text().splitlines()) == 1
