@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrl.compiler import compile_schedule, parse_cluster
-from flowrl.compiler.cluster import ClusterSpec
-from flowrl.compiler.ir import FlowGraph, Schedule
+from flowrl.ir import ClusterSpec, FlowGraph, Schedule
 from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.errors import CompileError
 
@@ -198,7 +197,7 @@ class Result:
 
 def describe_placement(s: Schedule) -> str:
     """``policy 0-7 tp8 dp1; ...`` (devices, tensor/pipeline/data parallel sizes)."""
-    from flowrl.compiler.report import fmt_devices
+    from flowrl.report.text import fmt_devices
 
     parts = []
     for m, mesh in s.placement.items():

@@ -106,6 +106,7 @@ def _explain_config(path: str, cluster: str | None, strategy: str | None) -> lis
 def _load_profile(run_dir: str, cluster: Any, strategy: str | None) -> tuple[Any, Any, Any]:
     """The profile of ``run_dir``; cluster and strategy default to the run's own (from its
     ``schedule.json``) when not given."""
+    from flowrl.compiler.placement import strategy_names
     from flowrl.compiler.profile import load_profile
 
     profile = load_profile(run_dir)
@@ -113,8 +114,7 @@ def _load_profile(run_dir: str, cluster: Any, strategy: str | None) -> tuple[Any
     if ran is not None and ran.cluster is not None:
         if cluster is None:
             cluster = ran.cluster
-        if strategy is None and ran.strategy in ("colocate", "disaggregate", "manual",
-                                                 "search"):
+        if strategy is None and ran.strategy in strategy_names():
             strategy = ran.strategy
     return cluster, strategy, profile
 
@@ -138,78 +138,106 @@ def _numbered(path: str, i: int, n: int) -> str:
     return f"{stem}_{i + 1}{ext}"
 
 
-def _explain(args: argparse.Namespace, extra: list[str]) -> int:
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user can get wrong (a bad config, YAML, a missing file): reported as
+    ``error: <message>`` with exit status 2, never with a traceback."""
+    import yaml
+
+    return (FlowRLError, yaml.YAMLError, OSError)
+
+
+def _plan(args: argparse.Namespace, extra: list[str]) -> tuple[list[Any], list[Any]]:
+    """Compile the target: (schedules, profile results)."""
     target = args.target
-    if not os.path.isfile(target):
-        print(f"error: no such file: {target}", file=sys.stderr)
-        return 2
-    profiles: list[Any] = []
-    try:
-        cluster, strategy, profile = args.cluster, args.strategy, None
-        if args.profile:
-            cluster, strategy, profile = _load_profile(args.profile, cluster, strategy)
-        if target.endswith((".yaml", ".yml")):
-            if extra:
-                print(f"error: unexpected arguments for a config: {' '.join(extra)}",
-                      file=sys.stderr)
-                return 2
-            schedules = _explain_config(target, cluster, strategy)
-        else:
-            schedules = _explain_script(target, extra, cluster, strategy)
-        if profile is not None:
-            profiles = _apply_profile(schedules, profile)
-            schedules = [r.guided for r in profiles]
-    except FlowRLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception:
-        traceback.print_exc()
-        return 1
+    cluster, strategy, profile = args.cluster, args.strategy, None
+    if args.profile:
+        cluster, strategy, profile = _load_profile(args.profile, cluster, strategy)
+    if target.endswith((".yaml", ".yml")):
+        if extra:
+            raise FlowRLError(f"unexpected arguments for a config: {' '.join(extra)}")
+        schedules = _explain_config(target, cluster, strategy)
+    else:
+        schedules = _explain_script(target, extra, cluster, strategy)
+    if profile is None:
+        return schedules, []
+    profiles = _apply_profile(schedules, profile)
+    return [r.guided for r in profiles], profiles
+
+
+def _print_profiles(profiles: list[Any], fmt: str) -> None:
+    from flowrl.report.profile import profile_report
+
+    # The comparison goes to stdout in text mode; with --format trace, to stderr.
+    out = sys.stdout if fmt == "text" else sys.stderr
+    n = len(profiles)
+    for i, r in enumerate(profiles):
+        if n > 1:
+            print(f"=== profile of schedule {i + 1} of {n} ===", file=out)
+        print(profile_report(r), file=out)
+    if fmt == "text":
+        print("=== profile-guided schedule ===")
+
+
+def _write_json(args: argparse.Namespace, schedules: list[Any], profiles: list[Any]) -> None:
+    doc = {"schema": "flowrl.explain/1", "source": args.target,
+           "schedules": [s.to_json() for s in schedules]}
+    if profiles:
+        from flowrl.report.profile import profile_report_json
+
+        doc["profiles"] = [profile_report_json(r) for r in profiles]
+    text = json.dumps(doc, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+
+
+def _render(args: argparse.Namespace, schedules: list[Any], profiles: list[Any]) -> int:
+    from flowrl.report.plot import plot_memory
+    from flowrl.report.text import explain_text
+    from flowrl.report.trace import write_chrome_trace
+
     n = len(schedules)
     if profiles and args.format != "json":
-        from flowrl.compiler.profile import profile_report
-
-        # The comparison goes to stdout in text mode; with --format trace, to stderr.
-        out = sys.stdout if args.format == "text" else sys.stderr
-        for i, r in enumerate(profiles):
-            if n > 1:
-                print(f"=== profile of schedule {i + 1} of {n} ===", file=out)
-            print(profile_report(r), file=out)
-        if args.format == "text":
-            print("=== profile-guided schedule ===")
+        _print_profiles(profiles, args.format)
     if args.format == "json":
-        doc = {"schema": "flowrl.explain/1", "source": target,
-               "schedules": [s.to_json() for s in schedules]}
-        if profiles:
-            from flowrl.compiler.profile import profile_report_json
-
-            doc["profiles"] = [profile_report_json(r) for r in profiles]
-        text = json.dumps(doc, indent=2)
-        if args.output:
-            Path(args.output).write_text(text + "\n")
-            print(f"wrote {args.output}")
-        else:
-            print(text)
+        _write_json(args, schedules, profiles)
     elif args.format == "trace":
         out = args.output or "flowrl_trace.json"
         for i, s in enumerate(schedules):
             if not s.placement:
                 print("error: no cluster, so no timeline: pass --cluster", file=sys.stderr)
-                return 1
-            print(f"wrote {s.to_chrome_trace(_numbered(out, i, n))} (open in ui.perfetto.dev "
-                  f"or chrome://tracing)")
+                return 2
+            print(f"wrote {write_chrome_trace(s, _numbered(out, i, n))} (open in "
+                  f"ui.perfetto.dev or chrome://tracing)")
     else:
         for i, s in enumerate(schedules):
             if n > 1:
                 print(f"=== schedule {i + 1} of {n} ===")
-            print(s.explain(), end="")
+            print(explain_text(s), end="")
             if not s.placement:
                 print("(no cluster given: calls in topological order only; pass --cluster)")
     if args.plot:
         for i, s in enumerate(schedules):
             if s.placement:
-                print(f"wrote {s.plot_memory(_numbered(args.plot, i, n))}", file=sys.stderr)
+                print(f"wrote {plot_memory(s, _numbered(args.plot, i, n))}", file=sys.stderr)
     return 0
+
+
+def _explain(args: argparse.Namespace, extra: list[str]) -> int:
+    if not os.path.isfile(args.target):
+        print(f"error: no such file: {args.target}", file=sys.stderr)
+        return 2
+    try:
+        schedules, profiles = _plan(args, extra)
+        return _render(args, schedules, profiles)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception:  # a bug in flowrl or in the user's script: keep the traceback
+        traceback.print_exc()
+        return 1
 
 
 #: ``flowrl bench NAME`` runs ``benchmarks/NAME.py``'s ``main(argv)``.
@@ -231,12 +259,14 @@ def _bench(what: str, argv: list[str]) -> int:
     spec.loader.exec_module(module)
     try:
         return int(module.main(argv) or 0)
-    except FlowRLError as e:
+    except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from flowrl.compiler.placement import strategy_names
+
     p = argparse.ArgumentParser(prog="flowrl", description="flowrl command line")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("explain", help="compile a script or config and show the schedule",
@@ -245,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("target", help="a Python script that calls engine.learn(), or a YAML config")
     e.add_argument("--cluster", help="e.g. 8xH100-80GB, 2x8xA100-40GB, local, local:4 "
                                      "(default: the config's cluster:)")
-    e.add_argument("--strategy", choices=("colocate", "disaggregate", "manual", "search"),
+    e.add_argument("--strategy", choices=strategy_names(),
                    help="placement strategy (default colocate)")
     e.add_argument("--format", choices=("text", "json", "trace"), default="text")
     e.add_argument("--output", "-o", help="file for json/trace output (trace default: "

@@ -7,7 +7,7 @@ import torch
 
 import flowrl
 from flowrl import BaseModule, Engine, flow, outputs
-from flowrl.compiler.ir import FLOW_INPUT
+from flowrl.ir import FLOW_INPUT
 from flowrl.errors import KeyCollisionError, TraceError, UnknownMethodError
 from ppo_setup import build_ppo
 

@@ -1,15 +1,14 @@
 """The flowrl compiler: traced flows + model configs + a cluster -> an executable Schedule.
 
-Passes (one file each, each a plain function), run by :func:`compile_schedule` in order:
-:func:`~flowrl.compiler.validate.validate`, :func:`~flowrl.compiler.placement.placement`
-(with :mod:`~flowrl.compiler.colocation`), :func:`~flowrl.compiler.memory.memory`,
-:func:`~flowrl.compiler.offload.offload`, :func:`~flowrl.compiler.schedule.schedule`.
+:func:`compile_schedule` runs the pass list of :mod:`~flowrl.compiler.pipeline` (the
+:class:`~flowrl.compiler.passes.Pass` interface): ``validate``, ``resources``, ``placement``
+(a strategy from :mod:`flowrl.compiler.placement`), ``memory``, ``offload``, ``schedule``,
+``assemble``. The data it reads and produces lives in :mod:`flowrl.ir`.
 """
 
-from flowrl.compiler.cluster import ClusterSpec, parse_cluster
-from flowrl.compiler.ir import Estimates, MemoryReport, Mesh, Op, Schedule
 from flowrl.compiler.pipeline import compile_schedule
 from flowrl.compiler.residency import check_residency
+from flowrl.ir import ClusterSpec, Estimates, MemoryReport, Mesh, Op, Schedule, parse_cluster
 
 __all__ = ["compile_schedule", "check_residency", "ClusterSpec", "parse_cluster", "Schedule",
            "Op", "Mesh", "MemoryReport", "Estimates"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flowrl.compiler.ir import Mesh
+from flowrl.ir import Mesh
 from flowrl.compiler.resources import ModelResources
 from flowrl.errors import CompileError
 

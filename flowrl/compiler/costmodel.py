@@ -29,8 +29,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from flowrl.compiler.cluster import ClusterSpec
-from flowrl.compiler.ir import FLOW_INPUT, CallNode, Mesh
+from flowrl.ir import FLOW_INPUT, CallNode, ClusterSpec, Mesh
 from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
 

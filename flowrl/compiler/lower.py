@@ -6,7 +6,7 @@ This is the plan the embedded runtime uses when no cluster is given. :func:`comp
 
 from __future__ import annotations
 
-from flowrl.compiler.ir import FlowGraph, Op, Schedule
+from flowrl.ir import FlowGraph, Op, Schedule
 
 
 def call_ops(graph: FlowGraph) -> list[Op]:

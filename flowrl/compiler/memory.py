@@ -29,14 +29,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from flowrl.compiler.cluster import ClusterSpec
 from flowrl.compiler.costmodel import CallKind, call_batch, call_kind, micro_batch_per_replica
-from flowrl.compiler.ir import FlowGraph, Mesh, Op
-from flowrl.compiler.resources import ModelResources, repeats
+from flowrl.compiler.resources import ModelResources, episode_spec
 from flowrl.config import RuntimeArgs
-
-#: Roles in the order an episode runs them (eval, when present, follows the sync).
-ROLE_ORDER = ("rollout", "train", "sync", "eval")
+from flowrl.ir import ClusterSpec, EpisodeSpec, FlowGraph, Mesh, Op
 #: Whether a sync needs both models *fully* onloaded. It does not: ``sync_parameters`` reads
 #: and writes weights only and refuses a module only when its weights are offloaded, so
 #: grads and optimizer state may stay off the device across the sync.
@@ -78,10 +74,19 @@ class MemoryModel:
     capacity: int
     items: dict[Key, Item]
     moments: list[Moment]
-    roles: list[str]
-    repeats: dict[str, int] = field(default_factory=dict)  # runs of each role per iteration
+    episode: EpisodeSpec
     before: list[list[int]] = field(default_factory=list)  # per moment, per device
     peak_before: list[int] = field(default_factory=list)
+
+    @property
+    def roles(self) -> list[str]:
+        """Roles in episode order."""
+        return list(self.episode.roles)
+
+    @property
+    def repeats(self) -> dict[str, int]:
+        """Runs of each role per iteration."""
+        return self.episode.repeats
 
     def usage(self, resident, moment: Moment | None,
               extra: dict[int, int] | None = None) -> list[int]:
@@ -132,10 +137,10 @@ def memory(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
         mesh = placement[name]
         for kind, b in state_bytes(res, mesh).items():
             items[(name, kind)] = Item(name, kind, b, mesh.devices)
-    roles = [r for r in ROLE_ORDER if r in graphs or r == "sync"]
+    episode = episode_spec(args, has_eval="eval" in graphs)
     moments: list[Moment] = []
     bucket = int(args.sync_bucket_mb * 1e6)
-    for role in roles:
+    for role in episode.roles:
         if role == "sync":
             for src, dst in sync:
                 kinds = ("weights", "grads", "optimizer") if SYNC_NEEDS_ALL_STATE else ("weights",)
@@ -155,8 +160,7 @@ def memory(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
             t = transient_bytes(kind, res, mesh, args)
             op = Op("call", call.model, node=call.id, devices=mesh.devices)
             moments.append(Moment(role, op, kind, frozenset(need), {d: t for d in mesh.devices}))
-    mem = MemoryModel(cluster.num_devices, cluster.capacity_bytes, items, moments, roles,
-                      repeats(args))
+    mem = MemoryModel(cluster.num_devices, cluster.capacity_bytes, items, moments, episode)
     everything = list(items)
     mem.before = [mem.usage(everything, m) for m in moments]
     mem.peak_before = [max((u[d] for u in mem.before), default=0)

@@ -34,14 +34,14 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from flowrl.compiler.ir import Op
 from flowrl.compiler.memory import Key, MemoryModel, Moment
 from flowrl.compiler.resources import STATE_KINDS, ModelResources, fmt_bytes, forced_kinds
 from flowrl.errors import OutOfMemoryAtCompileError
+from flowrl.ir import Op, OpInterpreter
+from flowrl.ir.episode import ALL_RESIDENT
 
 #: Device bytes a streamed optimizer step holds at once.
 STREAM_CHUNK = 1_000_000_000
-ALL_RESIDENT = "<setup>"  # pseudo predecessor: the state right after every module's setup()
 
 
 @dataclass
@@ -58,14 +58,6 @@ class OffloadPlan:
     entry_ops: dict[str, int] = field(default_factory=dict)  # role -> number of entry ops
     exit_state: dict[str, frozenset[Key]] = field(default_factory=dict)
     predecessors: dict[str, list[str]] = field(default_factory=dict)
-
-
-def predecessors(roles: list[str]) -> dict[str, list[str]]:
-    """Roles that may run right before each role (the first listed is the usual one)."""
-    last = "eval" if "eval" in roles else "sync"
-    out = {"rollout": ["sync", "rollout", ALL_RESIDENT] + (["eval"] if last == "eval" else []),
-           "train": ["rollout", "train"], "sync": ["train"], "eval": ["sync"]}
-    return {r: out[r] for r in roles}
 
 
 def _next_use(uses: list[int], t: int, n: int) -> int:
@@ -233,17 +225,37 @@ def _transfer_ops(kind: str, keys: set[Key], mem: MemoryModel, model_order: list
     return ops
 
 
+class _EntryBytes(OpInterpreter):
+    """Bytes each entry transfer moves from a given state (offload/onload are idempotent:
+    offloading what is already off moves nothing)."""
+
+    def __init__(self, mem: MemoryModel, entered_from: frozenset[Key]) -> None:
+        super().__init__()
+        self.mem, self.state = mem, entered_from
+
+    def begin(self, role: str, ops: list[Op]) -> None:
+        self.moved: list[int] = []
+
+    def end(self, role: str, ops: list[Op]) -> list[int]:
+        return self.moved
+
+    def _bytes(self, op: Op, present: bool) -> None:
+        keys = [(op.model, k) for k in op.what]
+        self.moved.append(sum(self.mem.items[k].total for k in keys
+                              if (k in self.state) == present))
+
+    def offload(self, op: Op) -> None:
+        self._bytes(op, present=True)
+
+    def onload(self, op: Op) -> None:
+        self._bytes(op, present=False)
+
+
 def entry_transfer_bytes(plan: OffloadPlan, mem: MemoryModel, role: str,
                          entered_from: frozenset[Key]) -> list[int]:
     """Bytes each entry op of ``role`` moves when the role starts in state ``entered_from``."""
-    out = []
-    for op in plan.ops[role][:plan.entry_ops.get(role, 0)]:
-        keys = [(op.model, k) for k in op.what]
-        if op.kind == "offload":
-            out.append(sum(mem.items[k].total for k in keys if k in entered_from))
-        else:
-            out.append(sum(mem.items[k].total for k in keys if k not in entered_from))
-    return out
+    entry = plan.ops[role][:plan.entry_ops.get(role, 0)]
+    return _EntryBytes(mem, entered_from).run(role, entry)
 
 
 def offload(mem: MemoryModel, resources: dict[str, ModelResources]) -> OffloadPlan:
@@ -257,7 +269,7 @@ def offload(mem: MemoryModel, resources: dict[str, ModelResources]) -> OffloadPl
     by_role: dict[str, list[int]] = {r: [] for r in mem.roles}
     for t, mom in enumerate(mem.moments):
         by_role[mom.role].append(t)
-    preds = predecessors(mem.roles)
+    preds = mem.episode.predecessors()
     exit_state: dict[str, frozenset[Key]] = {ALL_RESIDENT: everything}
     # Episode order; a role without ops (no sync pairs) leaves the state as it found it.
     prev = residency[-1] if residency else everything

@@ -1,23 +1,32 @@
-"""``compile_schedule``: validate -> placement (+colocation) -> memory -> offload -> schedule."""
+"""``compile_schedule``: the pass list validate -> resources -> placement -> memory ->
+offload -> schedule -> assemble, run by :func:`~flowrl.compiler.passes.run_passes`.
+
+Placement strategy ``search`` scores each candidate placement by running the same list from
+``memory`` on (:data:`SCORING_PASSES`) on a candidate context.
+"""
 
 from __future__ import annotations
 
-from flowrl.compiler.cluster import ClusterSpec, parse_cluster
+from dataclasses import replace
+from typing import Any
+
 from flowrl.compiler.colocation import colocation_units
 from flowrl.compiler.costmodel import call_kind
-from flowrl.compiler.ir import FlowGraph, MemoryPoint, MemoryReport, Mesh, Schedule
 from flowrl.compiler.memory import memory
 from flowrl.compiler.offload import offload
+from flowrl.compiler.passes import Pass, PlanContext, run_passes
 from flowrl.compiler.placement import Workload, placement
 from flowrl.compiler.resources import ModelResources, model_resources, repeats
 from flowrl.compiler.schedule import OpCosts, schedule
 from flowrl.compiler.validate import validate
 from flowrl.config import ModelConfig, RuntimeArgs
+from flowrl.ir import (ClusterSpec, FlowGraph, MemoryPoint, MemoryReport, Mesh, Schedule,
+                       group_workers, parse_cluster)
 
 
 def default_runtime_args() -> RuntimeArgs:
     """The active config's ``runtime_args`` when ``flowrl.init`` ran, else the defaults."""
-    from flowrl import context
+    from flowrl import context  # the controller's state: read only when no args are given
 
     return context.get_args().runtime_args if context.is_initialized() else RuntimeArgs()
 
@@ -34,29 +43,78 @@ def workload(graphs: dict[str, FlowGraph], args: RuntimeArgs,
     return out
 
 
-def plan_placement(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
-                   resources: dict[str, ModelResources], meshes: dict[str, Mesh],
-                   cluster: ClusterSpec, args: RuntimeArgs, strategy: str,
-                   op_costs: OpCosts | None = None) -> Schedule:
-    """Run memory -> offload -> schedule for a fixed placement and assemble the Schedule."""
-    mem = memory(graphs, sync, resources, meshes, cluster, args)
-    plan = offload(mem, resources)
-    est, times = schedule(mem, plan, graphs, resources, meshes, cluster, args, op_costs)
+# ---- the passes -------------------------------------------------------------------------------
+def _validate(ctx: PlanContext) -> dict[str, Any]:
+    validate(ctx.graphs, ctx.models, ctx.sync, ctx.cluster, ctx.strategy, ctx.methods,
+             ctx.colocation)
+    return {"validated": True}
+
+
+def _resources(ctx: PlanContext) -> dict[str, Any]:
+    resources = model_resources(ctx.models, ctx.graphs, ctx.sync)
+    return {"resources": resources, "units": colocation_units(resources, ctx.colocation),
+            "workload": workload(ctx.graphs, ctx.args, resources)}
+
+
+def _score(ctx: PlanContext, meshes: dict[str, Mesh]) -> float:
+    """Estimated iteration seconds of ``meshes`` (the scoring passes on a candidate)."""
+    return run_passes(replace(ctx, meshes=meshes), SCORING_PASSES).timed.estimates.iteration_time
+
+
+def _placement(ctx: PlanContext) -> dict[str, Any]:
+    meshes = placement(ctx.units, ctx.resources, ctx.cluster, ctx.strategy, ctx.workload,
+                       ctx.args, ctx.seed, lambda m: _score(ctx, m))
+    return {"meshes": meshes}
+
+
+def _memory(ctx: PlanContext) -> dict[str, Any]:
+    return {"memory": memory(ctx.graphs, ctx.sync, ctx.resources, ctx.meshes, ctx.cluster,
+                             ctx.args)}
+
+
+def _offload(ctx: PlanContext) -> dict[str, Any]:
+    return {"offload_plan": offload(ctx.memory, ctx.resources)}
+
+
+def _schedule(ctx: PlanContext) -> dict[str, Any]:
+    return {"timed": schedule(ctx.memory, ctx.offload_plan, ctx.graphs, ctx.resources,
+                              ctx.meshes, ctx.cluster, ctx.args, ctx.op_costs)}
+
+
+def _assemble(ctx: PlanContext) -> dict[str, Any]:
+    mem, plan, timed = ctx.memory, ctx.offload_plan, ctx.timed
     timeline = []
     for t, mom in enumerate(mem.moments):
         resident: dict[str, list[str]] = {}
         for m, k in mem.items:  # config order, kinds in canonical order
             if (m, k) in plan.residency[t]:
                 resident.setdefault(m, []).append(k)
-        timeline.append(MemoryPoint(mom.role, plan.moment_index[t], mom.op.label(), times[t],
-                                    mem.before[t], plan.after[t], resident))
+        timeline.append(MemoryPoint(mom.role, plan.moment_index[t], mom.op.label(),
+                                    timed.moment_times[t], mem.before[t], plan.after[t],
+                                    resident))
     state = {m: {k: it.per_device for (mm, k), it in mem.items.items() if mm == m}
-             for m in resources}
+             for m in ctx.resources}
     report = MemoryReport([mem.capacity] * mem.num_devices, mem.peak_before, plan.peak_after,
                           timeline, state)
-    ops = {role: plan.ops.get(role, []) for role in mem.roles}
-    return Schedule(graphs=dict(graphs), ops=ops, placement=dict(meshes), memory=report,
-                    estimates=est, cluster=cluster, strategy=strategy)
+    ops = {role: timed.ops.get(role, []) for role in mem.roles}
+    return {"schedule": Schedule(
+        graphs=dict(ctx.graphs), ops=ops, placement=dict(ctx.meshes), memory=report,
+        estimates=timed.estimates, cluster=ctx.cluster, strategy=ctx.strategy,
+        worker_groups=group_workers(ctx.meshes, list(ctx.resources)))}
+
+
+VALIDATE = Pass("validate", (), ("validated",), _validate)
+RESOURCES = Pass("resources", ("validated",), ("resources", "units", "workload"), _resources)
+PLACEMENT = Pass("placement", ("resources", "units", "workload"), ("meshes",), _placement)
+MEMORY = Pass("memory", ("resources", "meshes"), ("memory",), _memory)
+OFFLOAD = Pass("offload", ("memory", "resources"), ("offload_plan",), _offload)
+SCHEDULE = Pass("schedule", ("memory", "offload_plan", "meshes"), ("timed",), _schedule)
+ASSEMBLE = Pass("assemble", ("memory", "offload_plan", "timed"), ("schedule",), _assemble)
+
+#: The compile pipeline, in order.
+PASSES = [VALIDATE, RESOURCES, PLACEMENT, MEMORY, OFFLOAD, SCHEDULE, ASSEMBLE]
+#: What scores a candidate placement: the same list from ``memory`` up to the estimate.
+SCORING_PASSES = PASSES[PASSES.index(MEMORY):PASSES.index(SCHEDULE) + 1]
 
 
 def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig],
@@ -74,7 +132,8 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
         sync: (trainer, inference model) pairs synced after training.
         cluster: ``"8xH100-80GB"``, ``"2x8xA100-40GB"``, ``"local"``, ``"local:N"`` or a
             :class:`ClusterSpec`.
-        strategy: ``colocate``, ``disaggregate``, ``manual`` or ``search``.
+        strategy: a registered placement strategy (``colocate``, ``disaggregate``,
+            ``manual``, ``search``).
         methods: public methods each model's class implements (validation).
         seed: makes ``search`` reproducible.
         runtime_args: batch sizes and repetition counts; default: the active config's
@@ -88,18 +147,8 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
         CompileError: invalid flow/config/cluster (names the model and field).
         OutOfMemoryAtCompileError: a device overflows and offload policies forbid a fix.
     """
-    spec = parse_cluster(cluster)
     args = runtime_args if runtime_args is not None else default_runtime_args()
-    validate(graphs, models, sync, spec, strategy, methods, colocation)
-    resources = model_resources(models, graphs, sync)
-    units = colocation_units(resources, colocation)
-    work = workload(graphs, args, resources)
-
-    def evaluate(meshes: dict[str, Mesh]) -> float:
-        mem = memory(graphs, sync, resources, meshes, spec, args)
-        est, _ = schedule(mem, offload(mem, resources), graphs, resources, meshes, spec, args,
-                          op_costs)
-        return est.iteration_time
-
-    meshes = placement(units, resources, spec, strategy, work, args, seed, evaluate)
-    return plan_placement(graphs, sync, resources, meshes, spec, args, strategy, op_costs)
+    ctx = PlanContext(graphs=graphs, models=models, sync=list(sync),
+                      cluster=parse_cluster(cluster), args=args, strategy=strategy,
+                      methods=methods, seed=seed, colocation=colocation, op_costs=op_costs)
+    return run_passes(ctx, PASSES).schedule

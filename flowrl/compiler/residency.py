@@ -1,6 +1,6 @@
 """Checks a runtime can run on any schedule: state is on the device when an op needs it.
 
-The executor runs ``ops[role]`` lists in episode order (``rollout x k, train x m, sync``,
+An :class:`~flowrl.ir.interpreter.OpInterpreter`. The executor runs ``ops[role]`` lists in episode order (``rollout x k, train x m, sync``,
 sometimes ``eval``), each list many times. :func:`check_residency` simulates that order,
 twice round, starting from "everything resident" (the state after setup), with
 idempotent offload/onload, and fails on the first call or sync whose state is offloaded.
@@ -8,11 +8,11 @@ idempotent offload/onload, and fails on the first call or sync whose state is of
 
 from __future__ import annotations
 
-from flowrl.compiler.ir import MemoryReport, Schedule
 from flowrl.compiler.memory import SYNC_NEEDS_ALL_STATE
+from flowrl.compiler.resources import STATE_KINDS
 from flowrl.errors import CompileError
-
-STATE_KINDS = ("weights", "grads", "optimizer")
+from flowrl.ir import CallNode, EpisodeSpec, MemoryReport, Op, OpInterpreter, Schedule
+from flowrl.ir.episode import ordered_roles
 
 
 def _kinds(schedule: Schedule) -> dict[str, set[str]]:
@@ -35,10 +35,44 @@ def _kinds(schedule: Schedule) -> dict[str, set[str]]:
 
 def episode_order(schedule: Schedule, repeats: int = 2) -> list[str]:
     """Roles as an executor runs them over two episodes (each repeatable role twice)."""
-    one = ["rollout"] * repeats + ["train"] * repeats + ["sync"]
-    if "eval" in schedule.ops:
-        one.append("eval")
-    return [r for r in one + one if r in schedule.ops]
+    spec = EpisodeSpec(tuple(ordered_roles(schedule.ops)), repeats, repeats)
+    return [r for r in spec.run_order(episodes=2, runs=repeats) if r in schedule.ops]
+
+
+class _ResidencyCheck(OpInterpreter):
+    """Tracks which (model, state kind) are on the device; fails on a call or sync whose state
+    is not. Offload/onload are idempotent."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        super().__init__(schedule)
+        self.kinds = _kinds(schedule)
+        self.state = {(m, k) for m, ks in self.kinds.items() for k in ks}
+        self.order = episode_order(schedule)
+        self.run_number = 0
+
+    def offload(self, op: Op) -> None:
+        self.state -= {(op.model, k) for k in op.what}
+
+    def onload(self, op: Op) -> None:
+        self.state |= {(op.model, k) for k in op.what if k in self.kinds.get(op.model, ())}
+
+    def call(self, op: Op, node: CallNode | None) -> None:
+        train = node is not None and node.is_train
+        self._require(op, {(op.model, k) for k in (STATE_KINDS if train else ("weights",))
+                           if k in self.kinds.get(op.model, ())})
+
+    def sync(self, op: Op) -> None:
+        sync_kinds = STATE_KINDS if SYNC_NEEDS_ALL_STATE else ("weights",)
+        self._require(op, {(m, k) for m in (op.src, op.model) for k in sync_kinds
+                           if k in self.kinds.get(m, ())})
+
+    def _require(self, op: Op, need: set[tuple[str, str]]) -> None:
+        missing = sorted(need - self.state)
+        if missing:
+            what = ", ".join(f"{m}'s {k}" for m, k in missing)
+            raise CompileError(
+                f"{self.role} op {self.index} '{op.label()}' (run {self.run_number + 1} of the "
+                f"episode order {self.order}) needs {what} on the device, but it is offloaded")
 
 
 def check_residency(schedule: Schedule) -> None:
@@ -49,30 +83,7 @@ def check_residency(schedule: Schedule) -> None:
     :data:`~flowrl.compiler.memory.SYNC_NEEDS_ALL_STATE`). A ``streamed`` onload counts as
     onloaded: a runtime streams it through the op, or runs it as a plain transfer.
     """
-    kinds = _kinds(schedule)
-    state = {(m, k) for m, ks in kinds.items() for k in ks}
-    for run, role in enumerate(episode_order(schedule)):
-        graph = schedule.graphs.get(role)
-        for i, op in enumerate(schedule.ops[role]):
-            if op.kind == "offload":
-                state -= {(op.model, k) for k in op.what}
-                continue
-            if op.kind == "onload":
-                state |= {(op.model, k) for k in op.what if k in kinds.get(op.model, ())}
-                continue
-            if op.kind == "call":
-                train = graph is not None and graph.call(op.node).is_train
-                need = {(op.model, k) for k in (STATE_KINDS if train else ("weights",))
-                        if k in kinds.get(op.model, ())}
-            elif op.kind == "sync":
-                sync_kinds = STATE_KINDS if SYNC_NEEDS_ALL_STATE else ("weights",)
-                need = {(m, k) for m in (op.src, op.model) for k in sync_kinds
-                        if k in kinds.get(m, ())}
-            else:
-                raise CompileError(f"{role} op {i}: unknown op kind {op.kind!r}")
-            missing = sorted(need - state)
-            if missing:
-                what = ", ".join(f"{m}'s {k}" for m, k in missing)
-                raise CompileError(
-                    f"{role} op {i} '{op.label()}' (run {run + 1} of the episode order "
-                    f"{episode_order(schedule)}) needs {what} on the device, but it is offloaded")
+    check = _ResidencyCheck(schedule)
+    for run, role in enumerate(check.order):
+        check.run_number = run
+        check.run(role)

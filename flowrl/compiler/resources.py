@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flowrl.compiler.ir import FlowGraph
+from flowrl.ir import EpisodeSpec, FlowGraph
 from flowrl.config import ModelConfig, OffloadPolicy, RuntimeArgs
 from flowrl.errors import CompileError
 
@@ -148,12 +148,16 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
     return out
 
 
+def episode_spec(args: RuntimeArgs, has_eval: bool = False) -> EpisodeSpec:
+    """The episode's shape for these runtime args (the one place they are read for it)."""
+    return EpisodeSpec.from_counts(args.sample_per_episode, args.generation_batch_size,
+                                   args.train_global_batch_size, args.num_training_epoch,
+                                   has_eval)
+
+
 def repeats(args: RuntimeArgs) -> dict[str, int]:
     """How often each role runs per episode (iteration)."""
-    return {"rollout": args.sample_per_episode // args.generation_batch_size,
-            "train": args.num_training_epoch * (args.sample_per_episode
-                                                // args.train_global_batch_size),
-            "sync": 1}
+    return episode_spec(args).repeats
 
 
 def fmt_bytes(n: float) -> str:

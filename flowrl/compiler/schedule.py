@@ -19,19 +19,54 @@ needs the previous one). Eval is estimated per run but not included in the itera
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from flowrl.compiler.cluster import ClusterSpec
 from flowrl.compiler.costmodel import call_kind, call_time, sync_time, transfer_time
-from flowrl.compiler.ir import Estimates, FlowGraph, Mesh, Op
 from flowrl.compiler.memory import MemoryModel
 from flowrl.compiler.offload import OffloadPlan, entry_transfer_bytes
-from flowrl.compiler.resources import ModelResources, repeats
+from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
+from flowrl.ir import CallNode, ClusterSpec, Estimates, FlowGraph, Mesh, Op, OpInterpreter
+from flowrl.ir.episode import PIPELINED
 
 
-#: Roles whose runs the episode loop submits together, so they overlap across devices.
-PIPELINED = ("rollout",)
+class Timeline(OpInterpreter):
+    """List scheduling as an op interpreter: every op starts when its devices are free (and a
+    call when the calls it reads from are done); sets ``op.start``/``op.duration``."""
+
+    def __init__(self, durations: list[float], graph: FlowGraph | None,
+                 free: dict[int, float], offset: float) -> None:
+        super().__init__()
+        self.durations, self.graph, self.free, self.offset = durations, graph, free, offset
+
+    def begin(self, role: str, ops: list[Op]) -> None:
+        self.done: dict[str, float] = {}  # node id -> end time
+        self.end_all = self.offset
+
+    def end(self, role: str, ops: list[Op]) -> float:
+        return self.end_all
+
+    def _place(self, op: Op, start: float) -> float:
+        for d in op.devices:
+            start = max(start, self.free.get(d, self.offset))
+        op.start, op.duration = start, self.durations[self.index]
+        end = start + op.duration
+        for d in op.devices:
+            self.free[d] = end
+        self.end_all = max(self.end_all, end)
+        return end
+
+    def default(self, op: Op) -> float:
+        return self._place(op, self.offset)
+
+    def call(self, op: Op, node: CallNode | None) -> float:
+        start = self.offset
+        if self.graph is not None:
+            for pred in self.graph.graph.predecessors(op.node):
+                start = max(start, self.done.get(pred, self.offset))
+        self.done[op.node] = self._place(op, start)
+        return self.done[op.node]
 
 
 def timeline(ops: list[Op], durations: list[float], graph: FlowGraph | None,
@@ -42,25 +77,7 @@ def timeline(ops: list[Op], durations: list[float], graph: FlowGraph | None,
     continue from it; ``offset``: the earliest start.
     """
     free = {} if free is None else free
-    done: dict[str, float] = {}  # node id -> end time
-    end_all = offset
-    for op, dur in zip(ops, durations):
-        start = offset
-        for d in op.devices:
-            f = free.get(d, offset)
-            if f > start:
-                start = f
-        if op.kind == "call" and graph is not None:
-            for pred in graph.graph.predecessors(op.node):
-                start = max(start, done.get(pred, offset))
-        op.start, op.duration = start, dur
-        end = start + dur
-        for d in op.devices:
-            free[d] = end
-        if op.kind == "call":
-            done[op.node] = end
-        end_all = max(end_all, end)
-    return end_all
+    return Timeline(durations, graph, free, offset).run("", ops[:len(durations)])
 
 
 def role_runs(ops: list[Op], first: list[float], repeat: list[float], graph: FlowGraph | None,
@@ -116,57 +133,83 @@ def _analytic_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
     return transfer_time(nbytes // max(1, len(op.devices)), cluster)
 
 
+@dataclass
+class TimedPlan:
+    """The schedule pass's result: timed copies of the offload plan's ops (the plan's own
+    lists are left as they are), the estimates, and each memory moment's start time."""
+
+    ops: dict[str, list[Op]]
+    estimates: Estimates
+    moment_times: list[float]
+
+
+@dataclass
+class _RoleTimes:
+    total: float  # every run of the role
+    first: float  # one run entered from the usual predecessor
+    repeat: float  # what each further run adds
+    repeat_ops: list[list[float]]
+    transfer_bytes: int
+    sync_bytes: int
+
+
+def _time_role(role: str, ops: list[Op], mem: MemoryModel, plan: OffloadPlan, runs: int,
+               durations: Callable[[Op, int | None], float], graph: FlowGraph | None,
+               ) -> _RoleTimes:
+    """Time ``runs`` runs of one role's (copied) ops in place."""
+    durs = [durations(op, None) for op in ops]
+    n_entry = plan.entry_ops.get(role, 0)
+    # A repeat is entered from the role's own exit state: its entry ops move (mostly) nothing.
+    moved = entry_transfer_bytes(plan, mem, role, plan.exit_state[role])
+    rep_durs = [durations(op, b) for op, b in zip(ops[:n_entry], moved)] + durs[n_entry:]
+    timeline(ops, rep_durs, graph)
+    repeat_ops = [[op.start, op.duration] for op in ops]
+    total, _ = role_runs(ops, durs, rep_durs, graph, runs, mem.episode.pipelined(role))
+    first = max((op.start + op.duration for op in ops), default=0.0)
+    repeat = (total - first) / (runs - 1) if runs > 1 else \
+        max((a + b for a, b in repeat_ops), default=0.0)
+    body = sum(op.bytes for op in ops[n_entry:] if op.kind in ("offload", "onload"))
+    transfers = runs * body + sum(op.bytes for op in ops[:n_entry]) + (runs - 1) * sum(moved)
+    return _RoleTimes(total, first, repeat, repeat_ops, transfers,
+                      sum(op.bytes for op in ops if op.kind == "sync"))
+
+
 def schedule(mem: MemoryModel, plan: OffloadPlan, graphs: dict[str, FlowGraph],
              resources: dict[str, ModelResources], placement: dict[str, Mesh],
              cluster: ClusterSpec, args: RuntimeArgs,
-             op_costs: OpCosts | None = None) -> tuple[Estimates, list[float]]:
-    """Time every op in ``plan.ops`` (in place) and estimate the iteration.
+             op_costs: OpCosts | None = None) -> TimedPlan:
+    """Time copies of the ops in ``plan.ops`` and estimate the iteration.
 
-    Returns the estimates and, per memory moment, its start within the iteration.
     ``op_costs`` (optional) replaces op durations, e.g. with measured ones.
     """
-    reps = repeats(args)
-    role_time: dict[str, float] = {}
-    repeat_time: dict[str, float] = {}
-    repeat_ops: dict[str, list[list[float]]] = {}
-    total: dict[str, float] = {}
-    transfer_bytes = sync_bytes = 0
+    reps = mem.episode.repeats
+    ops: dict[str, list[Op]] = {}
+    times: dict[str, _RoleTimes] = {}
     for role in mem.roles:
-        ops = plan.ops.get(role, [])
-        for op in ops:
+        # Copies: the offload plan owns its ops; this pass owns bytes of syncs and the times.
+        ops[role] = [replace(op) for op in plan.ops.get(role, [])]
+        for op in ops[role]:
             if op.kind == "sync":
                 op.bytes = resources[op.model].weight_bytes * placement[op.model].dp
-        durs = [op_duration(op, role, graphs, resources, placement, cluster, args,
-                            op_costs=op_costs) for op in ops]
-        n_entry = plan.entry_ops.get(role, 0)
-        # A repeat is entered from the role's own exit state: its entry ops move (mostly) nothing.
-        moved = entry_transfer_bytes(plan, mem, role, plan.exit_state[role])
-        rep_durs = [op_duration(op, role, graphs, resources, placement, cluster, args, b,
-                                op_costs)
-                    for op, b in zip(ops[:n_entry], moved)] + durs[n_entry:]
-        n = reps.get(role, 1)
-        timeline(ops, rep_durs, graphs.get(role))
-        repeat_ops[role] = [[op.start, op.duration] for op in ops]
-        total[role], _ = role_runs(ops, durs, rep_durs, graphs.get(role), n, role in PIPELINED)
-        role_time[role] = max((op.start + op.duration for op in ops), default=0.0)
-        repeat_time[role] = (total[role] - role_time[role]) / (n - 1) if n > 1 else \
-            max((a + b for a, b in repeat_ops[role]), default=0.0)
-        body = sum(op.bytes for op in ops[n_entry:] if op.kind in ("offload", "onload"))
-        if role in reps:
-            transfer_bytes += n * body + sum(op.bytes for op in ops[:n_entry]) + \
-                (n - 1) * sum(moved)
-            sync_bytes += sum(op.bytes for op in ops if op.kind == "sync")
-    iteration = sum(total[r] for r in reps if r in total)
+
+        def durations(op: Op, moved: int | None, role: str = role) -> float:
+            return op_duration(op, role, graphs, resources, placement, cluster, args, moved,
+                               op_costs)
+
+        times[role] = _time_role(role, ops[role], mem, plan, reps.get(role, 1), durations,
+                                 graphs.get(role))
+    counted = [r for r in reps if r in times]
     offsets, t = {}, 0.0
     for role in mem.roles:
         offsets[role] = t
-        t += total[role]
-    times = []
-    for i, mom in enumerate(mem.moments):
-        op = plan.ops[mom.role][plan.moment_index[i]]
-        times.append(offsets[mom.role] + op.start)
-    est = Estimates(iteration_time=iteration, repeats=dict(reps), role_time=role_time,
-                    role_repeat_time=repeat_time, transfer_bytes=transfer_bytes,
-                    sync_bytes=sync_bytes, repeat_ops=repeat_ops,
-                    pipelined=[r for r in PIPELINED if reps.get(r, 1) > 1 and r in total])
-    return est, times
+        t += times[role].total
+    moment_times = [offsets[mom.role] + ops[mom.role][plan.moment_index[i]].start
+                    for i, mom in enumerate(mem.moments)]
+    est = Estimates(iteration_time=sum(times[r].total for r in counted), repeats=dict(reps),
+                    role_time={r: x.first for r, x in times.items()},
+                    role_repeat_time={r: x.repeat for r, x in times.items()},
+                    transfer_bytes=sum(times[r].transfer_bytes for r in counted),
+                    sync_bytes=sum(times[r].sync_bytes for r in counted),
+                    repeat_ops={r: x.repeat_ops for r, x in times.items()},
+                    pipelined=[r for r in PIPELINED if reps.get(r, 1) > 1 and r in times])
+    return TimedPlan(ops, est, moment_times)

@@ -6,12 +6,10 @@ import difflib
 
 import networkx as nx
 
-from flowrl.compiler.cluster import ClusterSpec
-from flowrl.compiler.ir import FlowGraph
+from flowrl.compiler.placement import get_strategy
 from flowrl.config import ModelConfig
 from flowrl.errors import CompileError
-
-STRATEGIES = ("colocate", "disaggregate", "manual", "search")
+from flowrl.ir import ClusterSpec, FlowGraph
 
 
 def _hint(name: str, known: list[str]) -> str:
@@ -115,15 +113,13 @@ def validate(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig],
              colocation: list[list[str]] | None = None) -> None:
     """Raise :class:`CompileError` for anything the later passes cannot plan.
 
-    Checks: a known strategy; graphs acyclic; every called model has a config section;
+    Checks: a registered strategy; graphs acyclic; every called model has a config section;
     every called method is implemented (``methods``: public methods per model, when known);
     trainers implement ``train_step`` and sync sources train; device requests fit the cluster
     and parallel sizes agree; manual device lists are valid; colocation groups name models
     that the flows use.
     """
-    if strategy not in STRATEGIES:
-        raise CompileError(f"unknown placement strategy '{strategy}'; expected one of "
-                           f"{', '.join(STRATEGIES)}")
+    get_strategy(strategy)  # a registered placement strategy, or an error listing them
     if "rollout" not in graphs or "train" not in graphs:
         raise CompileError(f"need 'rollout' and 'train' flows, got {sorted(graphs)}")
     for role, graph in graphs.items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from flowrl.compiler.ir import FLOW_INPUT, CallNode, FlowGraph
+from flowrl.ir import FLOW_INPUT, CallNode, FlowGraph
 from flowrl.config import ModelConfig, RuntimeArgs
 
 PPO_NAMES = ("policy", "reference", "reward", "value", "ppo_policy", "ppo_value")

@@ -56,17 +56,17 @@ def test_explain_errors_are_reported(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "missing.py")]) == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("cluster: 8xH100-80GB\nmodels:\n  policy: {}\n")
-    assert main(["explain", str(bad)]) == 1
+    assert main(["explain", str(bad)]) == 2
     assert "six sections" in capsys.readouterr().err
     cfg = yaml.safe_load(PLAN_70B.read_text())
     del cfg["models"]["value"]["num_params"], cfg["models"]["value"]["num_layers"]
     nosize = tmp_path / "nosize.yaml"
     nosize.write_text(yaml.safe_dump(cfg))
-    assert main(["explain", str(nosize)]) == 1
+    assert main(["explain", str(nosize)]) == 2
     assert "models.value.num_params" in capsys.readouterr().err
     script = tmp_path / "nolearn.py"
     script.write_text("print('hello')\n")
-    assert main(["explain", str(script), "--cluster", "local"]) == 1
+    assert main(["explain", str(script), "--cluster", "local"]) == 2
     assert "never called engine.learn()" in capsys.readouterr().err
 
 

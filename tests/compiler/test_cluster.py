@@ -1,6 +1,6 @@
 import pytest
 
-from flowrl.compiler.cluster import GB, ClusterSpec, parse_cluster
+from flowrl.ir.cluster import GB, ClusterSpec, parse_cluster
 from flowrl.errors import CompileError
 
 

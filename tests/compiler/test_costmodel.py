@@ -1,9 +1,9 @@
 import pytest
 
-from flowrl.compiler.cluster import parse_cluster
+from flowrl.ir.cluster import parse_cluster
 from flowrl.compiler.costmodel import (call_kind, decode_time, forward_time, sync_time,
                                        train_time, transfer_time)
-from flowrl.compiler.ir import FLOW_INPUT, CallNode, Mesh
+from flowrl.ir import FLOW_INPUT, CallNode, Mesh
 from flowrl.compiler.resources import model_resources
 
 from compiler_helpers import ARGS, SYNC, ppo_graphs, ppo_models

@@ -1,6 +1,6 @@
 import math
 
-from flowrl.compiler.cluster import parse_cluster
+from flowrl.ir.cluster import parse_cluster
 from flowrl.compiler.memory import SYNC_NEEDS_ALL_STATE, memory, state_bytes, transient_bytes
 from flowrl.compiler.placement import colocate
 from flowrl.compiler.colocation import colocation_units

@@ -1,7 +1,7 @@
 import pytest
 
 from flowrl.compiler import check_residency
-from flowrl.compiler.cluster import ClusterSpec, parse_cluster
+from flowrl.ir.cluster import ClusterSpec, parse_cluster
 from flowrl.compiler.colocation import colocation_units
 from flowrl.compiler.memory import memory
 from flowrl.compiler.offload import entry_transfer_bytes, offload
@@ -110,7 +110,7 @@ def test_optimizer_never_streamed_when_policy_forbids():
 
 def test_eval_flow_is_planned_but_not_counted_in_the_iteration():
     from flowrl.compiler import compile_schedule
-    from flowrl.compiler.ir import FLOW_INPUT
+    from flowrl.ir import FLOW_INPUT
 
     from compiler_helpers import METHODS, make_graph
 

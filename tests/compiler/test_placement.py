@@ -1,12 +1,12 @@
 import pytest
 
-from flowrl.compiler.cluster import parse_cluster
+from flowrl.ir.cluster import parse_cluster
 from flowrl.compiler.colocation import colocation_units
-from flowrl.compiler.ir import Mesh
+from flowrl.ir import Mesh
 from flowrl.compiler.pipeline import workload
 from flowrl.compiler.placement import layout, placement
 from flowrl.compiler.resources import model_resources
-from flowrl.compiler.search import unit_options
+from flowrl.compiler.placement import unit_options
 from flowrl.config import ModelConfig
 from flowrl.errors import CompileError
 

@@ -12,7 +12,7 @@ import yaml
 from flowrl.cli import main
 from flowrl.compiler import compile_schedule
 from flowrl.compiler.profile import ProfileCosts, aggregate, load_profile
-from flowrl.compiler.ir import Op
+from flowrl.ir import Op
 from flowrl.errors import FlowRLError
 
 from compiler_helpers import ARGS, METHODS, SYNC, ppo_graphs, ppo_models
@@ -101,11 +101,11 @@ def test_profile_without_schedule_needs_a_cluster(run_dir, tmp_path, capsys):
     (bare / "op_profile.jsonl").write_text((run_dir / "op_profile.jsonl").read_text())
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(sized_config()))
-    assert main(["explain", str(cfg), "--profile", str(bare)]) == 1
+    assert main(["explain", str(cfg), "--profile", str(bare)]) == 2
     assert "pass --cluster" in capsys.readouterr().err
     assert main(["explain", str(cfg), "--profile", str(bare), "--cluster", "local:1"]) == 0
     assert "no schedule.json" in capsys.readouterr().out
-    assert main(["explain", str(cfg), "--profile", str(tmp_path / "nothing")]) == 1
+    assert main(["explain", str(cfg), "--profile", str(tmp_path / "nothing")]) == 2
     assert "no op profile" in capsys.readouterr().err
 
 

@@ -3,9 +3,10 @@ import json
 import pytest
 
 from flowrl.compiler import Schedule, check_residency
-from flowrl.compiler.ir import Op
+from flowrl.ir import Op
 from flowrl.compiler.lower import lower
-from flowrl.compiler.report import chrome_trace, fmt_devices
+from flowrl.report.text import fmt_devices
+from flowrl.report.trace import chrome_trace
 from flowrl.errors import CompileError
 
 from compiler_helpers import SYNC, compile_ppo, ppo_graphs

@@ -1,8 +1,8 @@
 import pytest
 
-from flowrl.compiler.cluster import parse_cluster
+from flowrl.ir.cluster import parse_cluster
 from flowrl.compiler.costmodel import call_kind, call_time, sync_time, transfer_time
-from flowrl.compiler.ir import FLOW_INPUT, Op
+from flowrl.ir import FLOW_INPUT, Op
 from flowrl.compiler.resources import model_resources, repeats
 from flowrl.compiler.schedule import timeline
 

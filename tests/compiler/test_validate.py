@@ -1,7 +1,7 @@
 import pytest
 
-from flowrl.compiler.cluster import parse_cluster
-from flowrl.compiler.ir import FLOW_INPUT
+from flowrl.ir.cluster import parse_cluster
+from flowrl.ir import FLOW_INPUT
 from flowrl.compiler.validate import validate
 from flowrl.config import ModelConfig
 from flowrl.errors import CompileError

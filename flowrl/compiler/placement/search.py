@@ -1,4 +1,4 @@
-"""Placement strategy ``search``: explore placements with the cost model, keep the best.
+"""Strategy ``search``: explore placements with the cost model, keep the best.
 
 A candidate gives every unit a block of devices; units may overlap (then they time-share the
 devices and the offload pass plans their memory) or not (then they can run concurrently).
@@ -9,7 +9,7 @@ straddle a node needlessly and the space stays small.
 The search starts from the ``colocate`` and ``disaggregate`` placements (so it is never
 worse than either), improves by coordinate descent (each unit in turn tries every block,
 others fixed) and then by seeded random moves of one or two units. Each candidate is scored
-by the full memory -> offload -> schedule passes (estimated iteration seconds; infeasible
+by the compiler's own pass list from ``memory`` on (``PlacementRequest.evaluate``) (estimated iteration seconds; infeasible
 candidates score ``inf``). Same inputs and seed give the same result.
 """
 
@@ -19,13 +19,14 @@ import math
 import random
 from typing import Callable
 
-from flowrl.compiler.cluster import ClusterSpec
 from flowrl.compiler.colocation import Unit, unit_meshes
-from flowrl.compiler.ir import Mesh
-from flowrl.compiler.placement import Workload, colocate, disaggregate
+from flowrl.compiler.placement.colocate import colocate
+from flowrl.compiler.placement.disaggregate import disaggregate
+from flowrl.compiler.placement.registry import PlacementRequest, Workload, register_strategy
 from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
 from flowrl.errors import CompileError
+from flowrl.ir import ClusterSpec, Mesh
 
 #: Candidates scored at most (each runs memory, offload and schedule): keeps compile < 1 s.
 MAX_EVALS = 240
@@ -108,3 +109,11 @@ def search_placement(units: list[Unit], resources: dict[str, ModelResources],
         raise CompileError(f"search found no placement that fits cluster '{cluster.name}'"
                            + detail)
     return meshes_of(best)
+
+
+@register_strategy("search")
+def _search(req: PlacementRequest) -> dict[str, Mesh]:
+    if req.evaluate is None:
+        raise CompileError("strategy 'search' needs an evaluate function")
+    return search_placement(req.units, req.resources, req.cluster, req.workload, req.args,
+                            req.evaluate, req.seed)

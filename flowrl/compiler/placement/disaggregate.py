@@ -1,32 +1,22 @@
-"""Pass 2, ``placement``: a device mesh (device ids, tp/pp/dp) for every model.
+"""Strategy ``disaggregate``: units get disjoint devices.
 
-Strategies:
-
-* ``colocate``: every unit (a model or a colocation group) spans all devices (a model whose
-  config fixes its device count gets that many, from device 0); models time-share memory and
-  run one after another.
-* ``disaggregate``: units get disjoint devices. Each starts at its fixed count (or one
-  model-parallel group); spare devices then go, one model-parallel group at a time, first to
-  units whose calls cannot fit their devices even alone (largest overflow cut per device),
-  then to the unit whose estimated per-iteration time drops most per device added.
-* ``manual``: ``models.<name>.devices`` from the config.
-* ``search``: see :mod:`flowrl.compiler.search` (needs an evaluator, given by the pipeline).
+Each starts at its fixed count (or one model-parallel group); spare devices then go, one
+model-parallel group at a time, first to units whose calls cannot fit their devices even
+alone (largest overflow cut per device), then to the unit whose estimated per-iteration time
+drops most per device added.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-from flowrl.compiler.cluster import ClusterSpec
 from flowrl.compiler.colocation import Unit, unit_meshes
-from flowrl.compiler.costmodel import CallKind, call_time
-from flowrl.compiler.ir import Mesh
+from flowrl.compiler.costmodel import call_time
+from flowrl.compiler.memory import state_bytes, transient_bytes
+from flowrl.compiler.offload import STREAM_CHUNK
+from flowrl.compiler.placement.registry import PlacementRequest, Workload, register_strategy
 from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
 from flowrl.errors import CompileError
-
-#: model -> [(call kind, runs per iteration)]: what a model does in one episode.
-Workload = dict[str, list[tuple[CallKind, int]]]
+from flowrl.ir import ClusterSpec, Mesh
 
 
 def unit_time(unit: Unit, devices: tuple[int, ...], resources: dict[str, ModelResources],
@@ -43,9 +33,6 @@ def unit_overflow(unit: Unit, devices: tuple[int, ...], resources: dict[str, Mod
                   workload: Workload, args: RuntimeArgs, cluster: ClusterSpec) -> int:
     """Bytes per device by which the unit's biggest call exceeds capacity with nothing else
     resident (a streamed optimizer counts one chunk); 0 when every call fits alone."""
-    from flowrl.compiler.memory import state_bytes, transient_bytes
-    from flowrl.compiler.offload import STREAM_CHUNK
-
     worst = 0
     for m, mesh in unit_meshes(unit, devices, resources).items():
         r = resources[m]
@@ -82,17 +69,9 @@ def layout(sizes: list[int], cluster: ClusterSpec) -> list[tuple[int, ...]]:
     return [b for b in out if b is not None]
 
 
-def colocate(units: list[Unit], resources: dict[str, ModelResources],
-             cluster: ClusterSpec) -> dict[str, Mesh]:
-    everything = tuple(range(cluster.num_devices))
-    meshes: dict[str, Mesh] = {}
-    for u in units:
-        meshes.update(unit_meshes(u, everything[:u.pinned or len(everything)], resources))
-    return meshes
-
-
 def disaggregate(units: list[Unit], resources: dict[str, ModelResources], cluster: ClusterSpec,
                  workload: Workload, args: RuntimeArgs) -> dict[str, Mesh]:
+    """Disjoint device blocks per unit, grown greedily (see the module docstring)."""
     sizes = [u.pinned or u.mp for u in units]
     if sum(sizes) > cluster.num_devices:
         asked = ", ".join(f"{u.name} {s}" for u, s in zip(units, sizes))
@@ -129,34 +108,6 @@ def disaggregate(units: list[Unit], resources: dict[str, ModelResources], cluste
     return meshes
 
 
-def manual(resources: dict[str, ModelResources]) -> dict[str, Mesh]:
-    meshes = {}
-    for name, r in resources.items():
-        if r.manual_devices is None:
-            raise CompileError(f"strategy 'manual' needs models.{name}.devices")
-        n = len(r.manual_devices)
-        meshes[name] = Mesh(tuple(r.manual_devices), r.tp, r.pp, n // r.mp)
-    return meshes
-
-
-def placement(units: list[Unit], resources: dict[str, ModelResources], cluster: ClusterSpec,
-              strategy: str, workload: Workload, args: RuntimeArgs, seed: int = 0,
-              evaluate: Callable[[dict[str, Mesh]], float] | None = None) -> dict[str, Mesh]:
-    """Model -> :class:`Mesh` for ``strategy``.
-
-    ``evaluate`` (meshes -> estimated iteration seconds, ``inf`` when infeasible) is needed
-    by ``search`` only; the pipeline passes the later passes composed.
-    """
-    if strategy == "colocate":
-        return colocate(units, resources, cluster)
-    if strategy == "disaggregate":
-        return disaggregate(units, resources, cluster, workload, args)
-    if strategy == "manual":
-        return manual(resources)
-    if strategy == "search":
-        if evaluate is None:
-            raise CompileError("strategy 'search' needs an evaluate function")
-        from flowrl.compiler.search import search_placement
-
-        return search_placement(units, resources, cluster, workload, args, evaluate, seed)
-    raise CompileError(f"unknown placement strategy '{strategy}'")
+@register_strategy("disaggregate")
+def _disaggregate(req: PlacementRequest) -> dict[str, Mesh]:
+    return disaggregate(req.units, req.resources, req.cluster, req.workload, req.args)

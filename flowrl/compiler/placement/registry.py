@@ -1,0 +1,66 @@
+"""The placement strategy registry: a strategy is a function registered under its name.
+
+A new strategy is one file in this package with one ``@register_strategy("name")`` function
+taking a :class:`PlacementRequest` and returning model -> :class:`~flowrl.ir.Mesh`, plus
+its import in ``__init__.py``; validation, the CLI's ``--strategy`` choices and the error for
+an unknown name all read the registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from flowrl.compiler.colocation import Unit
+from flowrl.compiler.costmodel import CallKind
+from flowrl.compiler.resources import ModelResources
+from flowrl.config import RuntimeArgs
+from flowrl.errors import CompileError
+from flowrl.ir import ClusterSpec, Mesh
+
+#: model -> [(call kind, runs per iteration)]: what a model does in one episode.
+Workload = dict[str, list[tuple[CallKind, int]]]
+#: meshes -> estimated iteration seconds (``inf`` when infeasible): the later passes composed.
+Evaluate = Callable[[dict[str, Mesh]], float]
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """Everything a strategy may use to place the units on the cluster."""
+
+    units: list[Unit]
+    resources: dict[str, ModelResources]
+    cluster: ClusterSpec
+    workload: Workload
+    args: RuntimeArgs
+    seed: int = 0
+    evaluate: Evaluate | None = None  # scores a candidate placement (search)
+
+
+Strategy = Callable[[PlacementRequest], dict[str, Mesh]]
+_STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
+    """Register the decorated function as placement strategy ``name``."""
+
+    def deco(fn: Strategy) -> Strategy:
+        if name in _STRATEGIES:
+            raise ValueError(f"placement strategy '{name}' is registered twice")
+        _STRATEGIES[name] = fn
+        return fn
+
+    return deco
+
+
+def strategy_names() -> list[str]:
+    """Registered strategies, in registration order."""
+    return list(_STRATEGIES)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``; unknown names are a :class:`CompileError`."""
+    if name not in _STRATEGIES:
+        raise CompileError(f"unknown placement strategy '{name}'; expected one of "
+                           f"{', '.join(_STRATEGIES)}")
+    return _STRATEGIES[name]

@@ -1,0 +1,20 @@
+"""The intermediate representation: plain data shared by the DSL, the compiler and runtimes.
+
+:mod:`~flowrl.ir.graph` (traced flows), :mod:`~flowrl.ir.schedule` (ops, meshes, worker
+groups, memory report, estimates), :mod:`~flowrl.ir.cluster` (cluster spec and device
+catalogue), :mod:`~flowrl.ir.episode` (the episode's shape), :mod:`~flowrl.ir.serialize`
+(the JSON form) and :mod:`~flowrl.ir.interpreter` (walking a schedule). This package imports
+only the standard library, networkx, pydantic and :mod:`flowrl.errors`: no compiler pass,
+runtime, renderer or config loader.
+"""
+
+from flowrl.ir.cluster import ClusterSpec, parse_cluster
+from flowrl.ir.episode import ROLE_ORDER, EpisodeSpec
+from flowrl.ir.graph import FLOW_INPUT, CallNode, FlowGraph
+from flowrl.ir.interpreter import OpInterpreter
+from flowrl.ir.schedule import (Estimates, MemoryPoint, MemoryReport, Mesh, Op, OpKind, Schedule,
+                                WorkerGroup, group_workers)
+
+__all__ = ["FLOW_INPUT", "CallNode", "FlowGraph", "Op", "OpKind", "Mesh", "MemoryPoint",
+           "MemoryReport", "Estimates", "Schedule", "WorkerGroup", "group_workers",
+           "ClusterSpec", "parse_cluster", "EpisodeSpec", "ROLE_ORDER", "OpInterpreter"]

@@ -1,0 +1,176 @@
+"""Cluster descriptions (data): ``"8xH100-80GB"``, ``"2x8xA100-40GB"``, ``"local"`` or a
+:class:`ClusterSpec`, and the catalogue of known devices.
+
+Units, everywhere in the compiler: memory in bytes internally, GB (1e9 bytes) in the spec;
+FLOP/s in TFLOP/s (1e12) in the spec; bandwidths in GB/s (1e9 bytes/s) per device and per
+direction. Device ids are global: node ``k`` holds ids ``k*devices_per_node ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flowrl.errors import CompileError
+
+GB = 1e9
+
+
+class ClusterSpec(BaseModel):
+    """What planning needs to know about a cluster (homogeneous devices)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("custom", description="label shown by explain")
+    num_nodes: int = Field(1, ge=1)
+    devices_per_node: int = Field(..., ge=1)
+    device_type: str = Field("custom", description="e.g. H100; informational")
+    device_memory_gb: float = Field(..., gt=0, description="memory per device, GB (1e9 bytes)")
+    device_tflops: float = Field(..., gt=0, description="peak dense bf16 TFLOP/s per device")
+    memory_bandwidth_gbps: float = Field(..., gt=0, description="device memory bandwidth, GB/s")
+    intra_node_bandwidth_gbps: float = Field(..., gt=0,
+                                             description="device<->device in a node, GB/s")
+    inter_node_bandwidth_gbps: float = Field(25.0, gt=0,
+                                             description="per device across nodes, GB/s")
+    host_bandwidth_gbps: float = Field(25.0, gt=0, description="device<->host (offload), GB/s")
+    flops_efficiency: float = Field(0.5, gt=0, le=1, description="achieved / peak FLOP/s")
+    memory_utilization: float = Field(
+        0.9, gt=0, le=1,
+        description="usable fraction of device memory (the rest: CUDA context, fragmentation)")
+
+    # ---- derived ------------------------------------------------------------------------
+    @property
+    def num_devices(self) -> int:
+        return self.num_nodes * self.devices_per_node
+
+    @property
+    def capacity_bytes(self) -> int:
+        """Bytes the planner may fill on one device."""
+        return int(self.device_memory_gb * GB * self.memory_utilization)
+
+    @property
+    def flops(self) -> float:
+        """Achievable FLOP/s per device (peak times efficiency)."""
+        return self.device_tflops * 1e12 * self.flops_efficiency
+
+    @property
+    def memory_bandwidth(self) -> float:
+        return self.memory_bandwidth_gbps * GB
+
+    @property
+    def host_bandwidth(self) -> float:
+        return self.host_bandwidth_gbps * GB
+
+    def node_of(self, device: int) -> int:
+        return device // self.devices_per_node
+
+    def link_bandwidth(self, devices: tuple[int, ...] | list[int] | set[int]) -> float:
+        """Bytes/s between devices of this set: NVLink-class inside a node, network across."""
+        nodes = {self.node_of(d) for d in devices}
+        gbps = self.intra_node_bandwidth_gbps if len(nodes) <= 1 else self.inter_node_bandwidth_gbps
+        return gbps * GB
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.num_nodes} node(s) x {self.devices_per_node} "
+                f"{self.device_type} ({self.device_memory_gb:g} GB, "
+                f"{self.device_tflops:g} TFLOP/s, {self.memory_bandwidth_gbps:g} GB/s)")
+
+    # ---- constructors -------------------------------------------------------------------
+    @classmethod
+    def local(cls, num_devices: int = 1, memory_gb: float | None = None) -> "ClusterSpec":
+        """Virtual devices on this machine.
+
+        Without ``memory_gb`` the machine's RAM is split evenly between ``num_devices``
+        (``memory_utilization`` 1.0: the planner may use all of it). Speeds are rough CPU
+        figures (100 GFLOP/s, 20 GB/s); "host" transfers are memory copies.
+        """
+        if memory_gb is None:
+            memory_gb = _system_ram_bytes() / GB / num_devices
+        return _build(f"local:{num_devices}", name=f"local:{num_devices}", num_nodes=1, devices_per_node=num_devices,
+                   device_type="cpu", device_memory_gb=memory_gb, device_tflops=0.1,
+                   memory_bandwidth_gbps=20.0, intra_node_bandwidth_gbps=10.0,
+                   inter_node_bandwidth_gbps=10.0, host_bandwidth_gbps=20.0,
+                   flops_efficiency=1.0, memory_utilization=1.0)
+
+
+#: Known device families: peak dense bf16 TFLOP/s, HBM GB/s, NVLink GB/s (per direction),
+#: PCIe GB/s, and per-memory-size overrides of the HBM bandwidth. Public spec-sheet numbers.
+DEVICES: dict[str, dict[str, Any]] = {
+    "H100": dict(tflops=989, bw=3350, link=450, host=50, memory=[80], bw_by_mem={94: 3900}),
+    "H200": dict(tflops=989, bw=4800, link=450, host=50, memory=[141]),
+    "H800": dict(tflops=989, bw=3350, link=200, host=50, memory=[80]),
+    "H20": dict(tflops=148, bw=4000, link=450, host=50, memory=[96]),
+    "B200": dict(tflops=2250, bw=8000, link=900, host=55, memory=[180, 192]),
+    "A100": dict(tflops=312, bw=2039, link=300, host=25, memory=[40, 80], bw_by_mem={40: 1555}),
+    "A800": dict(tflops=312, bw=2039, link=200, host=25, memory=[40, 80], bw_by_mem={40: 1555}),
+    "L40S": dict(tflops=362, bw=864, link=32, host=25, memory=[48]),
+    "L4": dict(tflops=121, bw=300, link=32, host=25, memory=[24]),
+    "A10": dict(tflops=125, bw=600, link=32, host=25, memory=[24]),
+    "V100": dict(tflops=125, bw=900, link=150, host=12, memory=[16, 32]),
+    "MI300X": dict(tflops=1307, bw=5300, link=448, host=50, memory=[192]),
+}
+
+_PATTERN = re.compile(r"^(?:(\d+)x)?(\d+)x([A-Za-z0-9]+)-(\d+(?:\.\d+)?)GB$", re.IGNORECASE)
+
+
+def _system_ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 16 GB
+        return int(16 * GB)
+
+
+def _build(label: str, **fields: Any) -> ClusterSpec:
+    """A validated :class:`ClusterSpec`; a bad field (e.g. 0 GB of memory) is a
+    :class:`CompileError` naming the cluster and the field."""
+    try:
+        return ClusterSpec.model_validate(fields)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
+            for err in e.errors())
+        raise CompileError(f"invalid cluster spec '{label}': {problems}") from None
+
+
+def parse_cluster(cluster: str | ClusterSpec | dict) -> ClusterSpec:
+    """A :class:`ClusterSpec` from a spec string, a dict of its fields, or itself.
+
+    Strings: ``"NxDEVICE-MEMGB"`` (one node), ``"MxNxDEVICE-MEMGB"`` (M nodes), ``"local"``
+    (one virtual device with this machine's RAM) or ``"local:N"`` (N virtual devices).
+    """
+    if isinstance(cluster, ClusterSpec):
+        return cluster
+    if isinstance(cluster, dict):
+        return _build(str(cluster.get("name", "custom")), **cluster)
+    if not isinstance(cluster, str):
+        raise CompileError(f"cluster must be a string or ClusterSpec, got {type(cluster).__name__}")
+    text = cluster.strip()
+    if text.lower() == "local" or text.lower().startswith("local:"):
+        n = text.split(":", 1)[1] if ":" in text else "1"
+        if not n.isdigit() or int(n) < 1:
+            raise CompileError(f"cluster '{cluster}': expected 'local' or 'local:N' with N >= 1")
+        return ClusterSpec.local(int(n))
+    m = _PATTERN.match(text)
+    if not m:
+        raise CompileError(
+            f"cannot parse cluster '{cluster}'; expected e.g. '8xH100-80GB', '2x8xA100-40GB' "
+            f"or 'local'")
+    nodes, per_node, family, mem = int(m.group(1) or 1), int(m.group(2)), m.group(3), m.group(4)
+    key = next((k for k in DEVICES if k.lower() == family.lower()), None)
+    if key is None:
+        raise CompileError(
+            f"unknown device '{family}' in cluster '{cluster}'; known: {', '.join(DEVICES)} "
+            f"(or pass a ClusterSpec with its numbers)")
+    if nodes < 1 or per_node < 1:
+        raise CompileError(f"cluster '{cluster}' has no devices")
+    d = DEVICES[key]
+    memory = float(mem)
+    bw = d.get("bw_by_mem", {}).get(int(memory), d["bw"])
+    return _build(text, name=text, num_nodes=nodes, devices_per_node=per_node, device_type=key,
+                       device_memory_gb=memory, device_tflops=d["tflops"],
+                       memory_bandwidth_gbps=bw, intra_node_bandwidth_gbps=d["link"],
+                       host_bandwidth_gbps=d["host"])

@@ -1,0 +1,86 @@
+"""The JSON form of a :class:`~flowrl.ir.schedule.Schedule` (``schema: "flowrl.schedule/1"``).
+
+Documented in ``docs/compiler.md``; :func:`schedule_from_json` inverts
+:func:`schedule_to_json` exactly. Worker groups are not part of the form: they are derived
+from the placement and rebuilt on load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flowrl.ir.cluster import ClusterSpec
+from flowrl.ir.graph import CallNode, FlowGraph
+from flowrl.ir.schedule import Estimates, MemoryReport, Mesh, Op, Schedule, group_workers
+from flowrl.errors import CompileError
+
+SCHEMA = "flowrl.schedule/1"
+
+
+def graph_to_json(g: FlowGraph) -> dict[str, Any]:
+    """A graph's nodes (topological order), edges, outputs and source."""
+    d = g.to_dict()
+    d["source"] = g.source
+    d["edges"] = [[u, v] for u, v in sorted(g.graph.edges)]
+    return d
+
+
+def graph_from_json(d: dict[str, Any]) -> FlowGraph:
+    """Inverse of :func:`graph_to_json`."""
+    g = FlowGraph(d["name"], outputs=tuple(d.get("outputs", ())), source=d.get("source", ""))
+    for i, n in enumerate(d["nodes"]):  # listed in topological order: keep it as trace order
+        outs = frozenset(n["outputs"]) if n.get("outputs") is not None else None
+        g.add_call(CallNode(n["id"], n["model"], n["method"], tuple(n["inputs"]), outs,
+                            n.get("source", ""), i))
+    return g
+
+
+def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
+    """The ``flowrl.schedule/1`` object (plain JSON types only)."""
+    cluster = schedule.cluster
+    return {
+        "schema": SCHEMA,
+        "strategy": schedule.strategy,
+        "cluster": cluster.model_dump() if hasattr(cluster, "model_dump") else cluster,
+        "graphs": {r: graph_to_json(g) for r, g in schedule.graphs.items()},
+        "placement": {m: (mesh.to_dict() if isinstance(mesh, Mesh) else mesh)
+                      for m, mesh in schedule.placement.items()},
+        "ops": {r: [op.to_dict() for op in ops] for r, ops in schedule.ops.items()},
+        "memory": schedule.memory.to_dict() if isinstance(schedule.memory, MemoryReport) else None,
+        "estimates": (schedule.estimates.to_dict() if isinstance(schedule.estimates, Estimates)
+                      else None),
+    }
+
+
+def schedule_from_json(data: dict[str, Any]) -> Schedule:
+    """Rebuild a :class:`Schedule` from :func:`schedule_to_json` output."""
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} object (schema: {data.get('schema')!r})")
+    cluster = data.get("cluster")
+    placement = {m: Mesh.from_dict(v) for m, v in data["placement"].items()}
+    return Schedule(
+        graphs={r: graph_from_json(g) for r, g in data["graphs"].items()},
+        ops={r: [Op.from_dict(o) for o in ops] for r, ops in data["ops"].items()},
+        placement=placement,
+        memory=MemoryReport.from_dict(data["memory"]) if data.get("memory") else {},
+        estimates=Estimates.from_dict(data["estimates"]) if data.get("estimates") else {},
+        cluster=ClusterSpec.model_validate(cluster) if isinstance(cluster, dict) else cluster,
+        strategy=data["strategy"], worker_groups=group_workers(placement))
+
+
+def write_schedule_file(schedule: Schedule, path: str | Path) -> Path:
+    """Write ``schedule`` as JSON to ``path`` (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(schedule_to_json(schedule)))
+    return path
+
+
+def read_schedule_file(path: str | Path) -> Schedule:
+    """Read a schedule JSON file; a malformed one is a :class:`CompileError` naming it."""
+    try:
+        return schedule_from_json(json.loads(Path(path).read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CompileError(f"{path}: not a {SCHEMA} schedule ({type(e).__name__}: {e})") from None
