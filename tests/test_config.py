@@ -103,3 +103,12 @@ def test_flowrl_spelling_unchanged_by_chatlearn_support():
                        "models": {"policy": {"num_devices": 2}}})
     assert (cfg.runtime, cfg.runtime_args.num_episode, cfg.model("policy").num_devices) == \
         ("ray", 2, 2)
+
+
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("models:\n  value: &base {dtype: fp32, args: {d_model: 32}}\n"
+                    "  policy:\n    <<: *base\n    dtype: bf16\n")
+    cfg = load_config(path)
+    assert (cfg.model("policy").dtype, cfg.model("policy").args) == ("bf16", {"d_model": 32})
+    assert cfg.model("value").dtype == "fp32"
