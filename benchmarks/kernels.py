@@ -26,14 +26,15 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 import flowrl.kernels as K
 from flowrl.kernels.reference import gae_loop, gae_torch
 
-# Nominal HBM bandwidth (GB/s) by device-name substring; --hbm-gbps overrides.
-HBM_GBPS = {"H200": 4800.0, "H100 PCIe": 2000.0, "H100": 3350.0, "A100-SXM4-80GB": 2039.0, "A100": 1555.0, "L40S": 864.0}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, also when loaded by path
+from gpu_check_device import peak_hbm  # noqa: E402  (the one table of HBM peaks)
 
 
 # ------------------------------------------------------------------ measurement
@@ -154,11 +155,8 @@ def ratio(a: float | None, b: float | None) -> str:
 def hbm_gbps(device: torch.device, override: float | None) -> float | None:
     if override:
         return override
-    name = torch.cuda.get_device_name(device)
-    for key, bw in HBM_GBPS.items():
-        if key in name:
-            return bw
-    return None
+    props = torch.cuda.get_device_properties(device)
+    return peak_hbm(props.name, props.total_memory)["peak_hbm_gbps"]
 
 
 # ------------------------------------------------------------------ benchmarks
@@ -167,7 +165,9 @@ def hbm_gbps(device: torch.device, override: float | None) -> float | None:
 Case = tuple[str, Callable[[], object]]
 
 
-def gae_cases(dev: torch.device, B: int, T: int, with_triton: bool, skip_loop: bool) -> list[Case]:
+def gae_cases(dev: torch.device, B: int, T: int, with_triton: bool, skip_loop: bool,
+              gae: Callable = K.gae) -> list[Case]:
+    """Reverse loop, vectorised torch and Triton GAE on one random batch (``gae``: the op)."""
     r, v = torch.randn(B, T, device=dev), torch.randn(B, T, device=dev)
     lengths = torch.randint(T // 2, T + 1, (B,), device=dev)
     mask = (torch.arange(T, device=dev)[None] < lengths[:, None]).float()
@@ -176,11 +176,12 @@ def gae_cases(dev: torch.device, B: int, T: int, with_triton: bool, skip_loop: b
         cases.append(("reverse loop (reference)", lambda: gae_loop(r, v, mask, 1.0, 0.95)))
     cases.append(("vectorised torch scan", lambda: gae_torch(r, v, mask, 1.0, 0.95)))
     if with_triton:
-        cases.append(("triton associative_scan", lambda: K.gae(r, v, mask, 1.0, 0.95, backend="triton")))
+        cases.append(("triton associative_scan", lambda: gae(r, v, mask, 1.0, 0.95, backend="triton")))
     return cases
 
 
-def logprob_cases(dev: torch.device, N: int, V: int, dtype: torch.dtype, fused_backend: str) -> list[Case]:
+def logprob_cases(dev: torch.device, N: int, V: int, dtype: torch.dtype, fused_backend: str,
+                  token_logprobs: Callable = K.token_logprobs) -> list[Case]:
     """unfused/fused x fwd/fwd+bwd; raises OutOfMemoryError when the inputs do not fit."""
     logits = torch.randn(N, V, device=dev, dtype=dtype)
     targets = torch.randint(0, V, (N,), device=dev)
@@ -196,10 +197,10 @@ def logprob_cases(dev: torch.device, N: int, V: int, dtype: torch.dtype, fused_b
 
     def fused_fwd():
         with torch.no_grad():
-            return K.token_logprobs(logits, targets, backend=fused_backend)
+            return token_logprobs(logits, targets, backend=fused_backend)
 
     def fused_fb():
-        lp = K.token_logprobs(leaf, targets, backend=fused_backend)
+        lp = token_logprobs(leaf, targets, backend=fused_backend)
         return torch.autograd.grad(lp.sum(), leaf)[0]
 
     return [("unfused fwd", unfused_fwd), ("unfused fb", unfused_fb), ("fused fwd", fused_fwd), ("fused fb", fused_fb)]
