@@ -1,7 +1,7 @@
 """The cost-model section of ``gpu_check.py``: predicted vs measured time per op on one device.
 
-A flowrl ``TinyGPT`` scaled to >= 100M parameters (d_model 1024, 8 layers, vocab 32000: 134M)
-runs the four ops of a PPO iteration at fixed shapes:
+A flowrl ``TinyGPT`` scaled past 100M parameters (d_model 1024, 8 layers, vocab 32000,
+untied LM head: 167M) runs the four ops of a PPO iteration at fixed shapes:
 
 * ``generate``: the policy samples ``new`` tokens for ``batch`` prompts (KV cache, bf16);
 * ``forward``: a scoring call (``response_logprobs`` over prompt + response, bf16);
