@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrl.ir import ClusterSpec, Estimates, Op, Schedule
-from flowrl.ir.serialize import read_schedule_file, write_schedule_file
+from flowrl.ir.serialize import write_schedule_file
 from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.errors import FlowRLError
 
@@ -149,7 +149,7 @@ def load_profile(run: str | Path) -> Profile:
     schedule = None
     sched = run_dir / SCHEDULE_FILE
     if sched.is_file():
-        schedule = read_schedule_file(sched)
+        schedule = Schedule.from_json(json.loads(sched.read_text()))
     return Profile(str(file), aggregate(records), episodes, schedule)
 
 

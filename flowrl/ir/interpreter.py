@@ -28,7 +28,8 @@ from typing import Any
 
 from flowrl.errors import CompileError
 from flowrl.ir.graph import CallNode, FlowGraph
-from flowrl.ir.schedule import Op, Schedule
+from flowrl.ir.ops import Op
+from flowrl.ir.schedule import Schedule
 
 #: op kind -> the interpreter method that handles it
 HANDLERS = {"call": "call", "offload": "offload", "onload": "onload", "sync": "sync"}

@@ -1,190 +1,22 @@
-"""Schedules as data: ops, meshes, worker groups, memory reports, estimates.
+"""The schedule: what a runtime executes.
 
 The compiler turns traced graphs into a :class:`Schedule`: per flow role an ordered list of
-:class:`Op` that the runtimes execute (see :mod:`flowrl.ir.interpreter` for walking them),
-plus where each model runs (:class:`Mesh`), which models share worker processes
-(:class:`WorkerGroup`), the memory timeline and the estimated times. Rendering (text, Chrome
-trace, PNG) lives in :mod:`flowrl.report`; the JSON form in :mod:`flowrl.ir.serialize`.
+:class:`~flowrl.ir.ops.Op` that the runtimes execute (see :mod:`flowrl.ir.interpreter` for
+walking them), plus where each model runs (:class:`~flowrl.ir.ops.Mesh`), which models share
+worker processes (:class:`~flowrl.ir.ops.WorkerGroup`), the memory timeline and the
+estimated times. The JSON form is :mod:`flowrl.ir.serialize`; rendering (text, Chrome trace,
+PNG) lives in :mod:`flowrl.report`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import networkx as nx
-
+from flowrl.ir import serialize
 from flowrl.ir.graph import FlowGraph
-
-OpKind = Literal["call", "offload", "onload", "sync"]
-
-
-@dataclass
-class Op:
-    """One step of a schedule.
-
-    ``call`` runs a graph node; ``offload``/``onload`` move a model's state off/onto its
-    devices; ``sync`` copies a trainer's weights into an inference model (``model`` is the
-    destination, ``src`` the trainer).
-    """
-
-    kind: OpKind
-    model: str
-    node: str | None = None
-    src: str | None = None
-    what: tuple[str, ...] = ()  # offload/onload: which state ("weights", "grads", "optimizer")
-    devices: tuple[int, ...] = ()
-    start: float = 0.0  # estimated, seconds from the start of the flow
-    duration: float = 0.0  # estimated seconds
-    bytes: int = 0  # bytes moved (offload/onload/sync)
-    #: offload/onload of optimizer state that a device runtime streams chunk by chunk through
-    #: the adjacent op (the onload precedes it, the offload follows), ZeRO-Offload style, so
-    #: only one chunk is on the device at a time. Without streaming: a plain transfer.
-    streamed: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "node": self.node, "src": self.src,
-                "what": list(self.what), "devices": list(self.devices), "start": self.start,
-                "duration": self.duration, "bytes": self.bytes, "streamed": self.streamed}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Op":
-        return cls(kind=d["kind"], model=d["model"], node=d.get("node"), src=d.get("src"),
-                   what=tuple(d.get("what", ())), devices=tuple(d.get("devices", ())),
-                   start=float(d.get("start", 0.0)), duration=float(d.get("duration", 0.0)),
-                   bytes=int(d.get("bytes", 0)), streamed=bool(d.get("streamed", False)))
-
-    def label(self) -> str:
-        if self.kind == "call":
-            return self.node or self.model
-        if self.kind == "sync":
-            return f"sync {self.src} -> {self.model}"
-        return f"{self.kind} {self.model} ({'+'.join(self.what)})"
-
-
-@dataclass(frozen=True)
-class Mesh:
-    """Where one model runs: its device ids and parallel sizes (``len(devices) == tp*pp*dp``)."""
-
-    devices: tuple[int, ...]
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"devices": list(self.devices), "tp": self.tp, "pp": self.pp, "dp": self.dp}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Mesh":
-        return cls(tuple(d["devices"]), d["tp"], d["pp"], d["dp"])
-
-
-@dataclass
-class MemoryPoint:
-    """Per-device bytes in use while one call/sync op runs (``before``: nothing offloaded)."""
-
-    role: str
-    index: int  # position of the op in ``Schedule.ops[role]``
-    label: str
-    time: float  # estimated start, seconds from the start of the iteration
-    before: list[int]
-    after: list[int]
-    resident: dict[str, list[str]] = field(default_factory=dict)  # model -> kinds, after offload
-
-
-@dataclass
-class MemoryReport:
-    """The memory pass's and offload pass's result, per device (list index = device id)."""
-
-    capacity: list[int]
-    peak_before: list[int]
-    peak_after: list[int]
-    timeline: list[MemoryPoint]
-    state: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> kind -> B/device
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "peak_before": self.peak_before,
-                "peak_after": self.peak_after, "state": self.state,
-                "timeline": [{"role": p.role, "index": p.index, "label": p.label,
-                              "time": p.time, "before": p.before, "after": p.after,
-                              "resident": p.resident} for p in self.timeline]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MemoryReport":
-        return cls(list(d["capacity"]), list(d["peak_before"]), list(d["peak_after"]),
-                   [MemoryPoint(p["role"], p["index"], p["label"], p["time"], list(p["before"]),
-                                list(p["after"]), {k: list(v) for k, v in p["resident"].items()})
-                    for p in d["timeline"]],
-                   {m: dict(k) for m, k in d["state"].items()})
-
-
-@dataclass
-class Estimates:
-    """Estimated times (seconds) from the cost model.
-
-    ``role_time[r]``: one run of role ``r`` entered from the role that usually precedes it;
-    ``role_repeat_time[r]``: what each further run adds (entered from itself, so its entry
-    transfers are no-ops; for ``pipelined`` roles, runs overlap across devices and this is
-    the average period). ``iteration_time``: one episode,
-    ``sum(role_time[r] + (repeats[r] - 1) * role_repeat_time[r])``.
-    """
-
-    iteration_time: float
-    repeats: dict[str, int]
-    role_time: dict[str, float]
-    role_repeat_time: dict[str, float]
-    transfer_bytes: int  # offload + onload bytes per iteration
-    sync_bytes: int  # parameter-sync bytes per iteration
-    #: role -> [start, duration] of each op in a repeat run (``Op.start``/``duration``: first)
-    repeat_ops: dict[str, list[list[float]]] = field(default_factory=dict)
-    pipelined: list[str] = field(default_factory=list)  # roles whose runs overlap
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"iteration_time": self.iteration_time, "repeats": self.repeats,
-                "role_time": self.role_time, "role_repeat_time": self.role_repeat_time,
-                "transfer_bytes": self.transfer_bytes, "sync_bytes": self.sync_bytes,
-                "repeat_ops": self.repeat_ops, "pipelined": self.pipelined}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Estimates":
-        return cls(d["iteration_time"], dict(d["repeats"]), dict(d["role_time"]),
-                   dict(d["role_repeat_time"]), d["transfer_bytes"], d["sync_bytes"],
-                   {r: [list(x) for x in v] for r, v in d.get("repeat_ops", {}).items()},
-                   list(d.get("pipelined", [])))
-
-
-@dataclass
-class WorkerGroup:
-    """Models that share worker processes because they share devices.
-
-    ``replicas``: processes of the group (its largest data-parallel size); a model with ``dp``
-    replicas lives on the group's first ``dp`` workers (``dp[model]``).
-    """
-
-    name: str
-    models: list[str]
-    replicas: int
-    devices: list[int]
-    dp: dict[str, int] = field(default_factory=dict)
-
-
-def group_workers(placement: dict[str, Mesh], order: list[str] | None = None) -> list[WorkerGroup]:
-    """Worker groups of a placement: models whose device sets overlap (transitively) share
-    workers. Groups and members follow ``order`` (default: the placement's order)."""
-    models = list(order) if order is not None else list(placement)
-    g = nx.Graph()
-    g.add_nodes_from(models)
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            if set(placement[a].devices) & set(placement[b].devices):
-                g.add_edge(a, b)
-    groups = []
-    for comp in sorted(nx.connected_components(g), key=lambda c: min(models.index(m) for m in c)):
-        members = sorted(comp, key=models.index)
-        dp = {m: placement[m].dp for m in members}
-        devices = sorted(set().union(*(placement[m].devices for m in members)))
-        groups.append(WorkerGroup("+".join(members), members, max(dp.values()), devices, dp))
-    return groups
+from flowrl.ir.ops import (Estimates, MemoryPoint, MemoryReport, Mesh, Op, OpKind,  # noqa: F401
+                           WorkerGroup, group_workers)
 
 
 @dataclass
@@ -213,16 +45,12 @@ class Schedule:
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``flowrl.schedule/1`` JSON object (see docs/compiler.md)."""
-        from flowrl.ir.serialize import schedule_to_json  # serialize imports this module
-
-        return schedule_to_json(self)
+        return serialize.schedule_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Schedule":
         """Inverse of :meth:`to_json`."""
-        from flowrl.ir.serialize import schedule_from_json
-
-        return schedule_from_json(data)
+        return serialize.schedule_from_json(data, cls)
 
     # Convenience for users and docs (``schedule.explain()``). The renderers live in
     # flowrl.report (rich, matplotlib) and are imported only when called: the one allowed

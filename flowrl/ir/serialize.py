@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowrl.ir.cluster import ClusterSpec
 from flowrl.ir.graph import CallNode, FlowGraph
-from flowrl.ir.schedule import Estimates, MemoryReport, Mesh, Op, Schedule, group_workers
-from flowrl.errors import CompileError
+from flowrl.ir.ops import Estimates, MemoryReport, Mesh, Op, group_workers
+
+if TYPE_CHECKING:  # the Schedule class is passed in, so this module never imports it
+    from flowrl.ir.schedule import Schedule
 
 SCHEMA = "flowrl.schedule/1"
 
@@ -54,13 +56,14 @@ def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
     }
 
 
-def schedule_from_json(data: dict[str, Any]) -> Schedule:
-    """Rebuild a :class:`Schedule` from :func:`schedule_to_json` output."""
+def schedule_from_json(data: dict[str, Any], cls: type[Schedule]) -> Schedule:
+    """Rebuild a ``cls`` (:class:`~flowrl.ir.schedule.Schedule`) from
+    :func:`schedule_to_json` output."""
     if data.get("schema") != SCHEMA:
         raise ValueError(f"not a {SCHEMA} object (schema: {data.get('schema')!r})")
     cluster = data.get("cluster")
     placement = {m: Mesh.from_dict(v) for m, v in data["placement"].items()}
-    return Schedule(
+    return cls(
         graphs={r: graph_from_json(g) for r, g in data["graphs"].items()},
         ops={r: [Op.from_dict(o) for o in ops] for r, ops in data["ops"].items()},
         placement=placement,
@@ -76,11 +79,3 @@ def write_schedule_file(schedule: Schedule, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(schedule_to_json(schedule)))
     return path
-
-
-def read_schedule_file(path: str | Path) -> Schedule:
-    """Read a schedule JSON file; a malformed one is a :class:`CompileError` naming it."""
-    try:
-        return schedule_from_json(json.loads(Path(path).read_text()))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CompileError(f"{path}: not a {SCHEMA} schedule ({type(e).__name__}: {e})") from None
