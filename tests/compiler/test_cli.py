@@ -74,3 +74,19 @@ def test_bench_placement_runs(tmp_path, capsys):
     # implemented in benchmarks/placement.py; more in test_bench.py
     assert main(["bench", "placement", "--quick", "--no-plot", "--out", str(tmp_path)]) == 0
     assert "best strategy count" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2_without_a_traceback(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: [policy\n")
+    zero = tmp_path / "zero.yaml"
+    cfg = yaml.safe_load(PLAN_70B.read_text())
+    cfg["cluster"] = "8xH100-0GB"
+    zero.write_text(yaml.safe_dump(cfg))
+    for target, needle in ((broken, "broken.yaml"), (zero, "device_memory_gb")):
+        assert main(["explain", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and "Traceback" not in err
+    assert main(["explain", str(PLAN_70B), "--profile", str(tmp_path / "no_run")]) == 2
+    err = capsys.readouterr().err
+    assert "no op profile at" in err and "Traceback" not in err

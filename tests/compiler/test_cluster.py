@@ -49,3 +49,18 @@ def test_bad_cluster_strings(bad, match):
 def test_bad_cluster_dict():
     with pytest.raises(CompileError, match="invalid cluster spec"):
         parse_cluster({"devices_per_node": 0})
+
+
+@pytest.mark.parametrize("cluster", ["8xH100-0GB", "local:0", {
+    "devices_per_node": 2, "device_memory_gb": -4, "device_tflops": 1,
+    "memory_bandwidth_gbps": 1, "intra_node_bandwidth_gbps": 1}])
+def test_no_memory_is_a_compile_error_naming_the_field(cluster):
+    field = "device_memory_gb" if cluster != "local:0" else "local:N"
+    with pytest.raises(CompileError, match=field):
+        parse_cluster(cluster)
+
+
+def test_local_with_zero_memory_names_the_field():
+    with pytest.raises(CompileError, match="invalid cluster spec 'local:2': device_memory_gb: "
+                                           "Input should be greater than 0 \\(got 0\\)"):
+        ClusterSpec.local(2, 0)

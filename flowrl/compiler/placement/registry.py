@@ -46,7 +46,7 @@ def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
 
     def deco(fn: Strategy) -> Strategy:
         if name in _STRATEGIES:
-            raise ValueError(f"placement strategy '{name}' is registered twice")
+            raise CompileError(f"placement strategy '{name}' is registered twice")
         _STRATEGIES[name] = fn
         return fn
 
