@@ -1,7 +1,8 @@
 """``RayExecutor``: the same :class:`~flowrl.compiler.ir.Schedule` on Ray actors.
 
 One placement group per worker group (device mesh), one bundle per device (a custom
-``flowrl_device`` resource stands for a device on CPU-only machines), one actor per replica.
+``flowrl_device`` resource stands for a device on CPU-only machines), one actor per replica;
+a model's ``ray_node_resource`` pins its group to the nodes offering that custom resource.
 The driver only submits: data between stages moves as object references from actor to actor;
 the driver fetches a flow's result and the per-call metadata (metrics, timings) at the end.
 Because actors run their calls in submission order while different actors run concurrently,
@@ -12,33 +13,27 @@ value and reward process batch i on their own devices.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import cloudpickle
 import torch
 
 from flowrl.compiler.ir import FLOW_INPUT, Schedule
 from flowrl.config import FlowRLConfig
-from flowrl.errors import FlowRLError, StageError
+from flowrl.errors import ConfigError, FlowRLError, StageError
 from flowrl.models.base import BaseModule
 from flowrl.runtime.data import merge_outputs
 from flowrl.runtime.executor import FlowResult, OpRecord
 from flowrl.runtime.layout import WorkerGroup, worker_groups
-from flowrl.runtime.ray_worker import Worker, concat_shards
+from flowrl.runtime.ray_cluster import (DEVICE_RESOURCE, PIN_AMOUNT, RayClusterError,
+                                        check_capacity, connect, group_pins, pickle_modules)
+from flowrl.runtime.ray_worker import Skipped, Worker, concat_shards
 from flowrl.runtime.sync import SyncStats, check_sync_compatible
 
-DEVICE_RESOURCE = "flowrl_device"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["DEVICE_RESOURCE", "RayClusterError", "RayExecutor"]
 
 
 @dataclass
@@ -66,9 +61,12 @@ class RayExecutor:
         self.trace_events: list[dict] = []
         self.offload_ops = self.onload_ops = 0
         self.offload_bytes = self.onload_bytes = 0
-        self._blobs = {n: cloudpickle.dumps(m) for n, m in modules.items()}
+        self._blobs = pickle_modules(modules)  # here, so a module Ray cannot send is named now
         configs = {n: config.model(n) for n in modules}
         self.groups = worker_groups(self.module_names, configs, schedule.placement)
+        self.pins = group_pins(self.groups, configs)  # group name -> node resource or None
+        self.actor_nodes: dict[tuple[str, int], str] = {}  # (group, replica) -> Ray node id
+        self.node_resources: dict[str, list[str]] = {}  # node id -> its custom resources
         self.workers: dict[str, list[Any]] = {}  # group name -> actor handles
         self.model_group: dict[str, WorkerGroup] = {m: g for g in self.groups for m in g.models}
         self.bucket_bytes = int(config.runtime_args.sync_bucket_mb * 2**20)
@@ -80,24 +78,24 @@ class RayExecutor:
             return
         n_devices = sum(len(g.devices) for g in self.groups)
         if self.config.ray_address:
-            self.ray.init(address=self.config.ray_address)
-        else:
+            connect(self.config.ray_address, self.config.runtime_args.ray_connect_timeout_s)
+        else:  # one local node offers every pinned resource: a multi-node config runs here too
+            pinned = {r: float(n_devices) for r in self.pins.values() if r}
             self.ray.init(address="local", num_cpus=max(2, torch.get_num_threads()),
-                          resources={DEVICE_RESOURCE: n_devices}, include_dashboard=False,
-                          log_to_driver=True)
+                          resources={DEVICE_RESOURCE: n_devices, **pinned},
+                          include_dashboard=False, log_to_driver=True)
 
     def setup(self) -> None:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self._ensure_ray()
+        check_capacity(self.groups, self.pins, self.ray.nodes())
         cfg = self.config.model_dump(exclude={"source"})
         remote_worker = self.ray.remote(Worker)
         threads = torch.get_num_threads()
         for g in self.groups:
-            pg = placement_group([{DEVICE_RESOURCE: 1}] * len(g.devices), strategy="PACK")
-            self.ray.get(pg.ready(), timeout=60)
-            self._pgs.append(pg)
+            pg = self._reserve(g, placement_group)
             per = max(1, len(g.devices) // g.replicas)
             blobs = {m: self._blobs[m] for m in g.models}
             self.workers[g.name] = [
@@ -108,12 +106,59 @@ class RayExecutor:
                 ).remote(cfg, list(sys.path), blobs, r, g.replicas, g.dp, self.seed, threads)
                 for r in range(g.replicas)]
         setups = []
-        for g in self.groups:
-            master = f"127.0.0.1:{_free_port()}" if g.replicas > 1 else None
+        for g in self.groups:  # rank 0's node hosts the group's gloo rendezvous
+            master = self._get(self.workers[g.name][0].rendezvous.remote(),
+                               f"setup of {'/'.join(g.models)}") if g.replicas > 1 else None
             setups += [(g, r, w.setup.remote(master, self.bucket_bytes))
                        for r, w in enumerate(self.workers[g.name])]
         for g, r, ref in setups:
             self._get(ref, f"setup of {'/'.join(g.models)} replica {r}")
+        self._record_nodes()
+
+    def _reserve(self, g: WorkerGroup, placement_group: Any) -> Any:
+        """The group's placement group, ready; a bounded wait, then an error naming models."""
+        bundle = {DEVICE_RESOURCE: 1}
+        if self.pins[g.name]:
+            bundle[self.pins[g.name]] = PIN_AMOUNT
+        pg = placement_group([dict(bundle) for _ in g.devices], strategy="PACK")
+        self._pgs.append(pg)  # removed by shutdown(), ready or not
+        timeout = self.config.runtime_args.ray_connect_timeout_s
+        try:
+            self.ray.get(pg.ready(), timeout=timeout)
+        except self.ray.exceptions.GetTimeoutError:
+            raise RayClusterError(
+                f"the Ray cluster did not reserve {len(g.devices)} x {bundle} for models "
+                f"{', '.join(g.models)} within runtime_args.ray_connect_timeout_s={timeout:g} s "
+                f"(other jobs may hold the resources)") from None
+        return pg
+
+    def _record_nodes(self) -> None:
+        """Where each worker runs, so a lost node can be reported by the models it hosted."""
+        refs = {(g.name, r): w.node_id.remote() for g in self.groups
+                for r, w in enumerate(self.workers[g.name])}
+        self.actor_nodes = {k: self.ray.get(ref) for k, ref in refs.items()}
+        skip = ("CPU", "GPU", "memory", "object_store_memory", DEVICE_RESOURCE)
+        self.node_resources = {n["NodeID"]: sorted(r for r in n["Resources"] if r not in skip
+                                                   and not r.startswith("node:"))
+                               for n in self.ray.nodes()}
+
+    def check_sync_pairs(self, pairs: list[tuple[str, str]]) -> None:
+        """Right after setup: both sides of every sync have weights of the same names and
+        shapes (an error now, not after the first rollout)."""
+        for src, dst in pairs:
+            sigs = {}
+            for name in (src, dst):
+                try:
+                    sigs[name] = self._get(self.replicas(name)[0].sync_signature.remote(name),
+                                           f"sync plan of {name}")
+                except StageError as e:
+                    cause = getattr(e.__cause__, "cause", None)  # the worker's exception
+                    if not isinstance(cause, (NotImplementedError, RuntimeError)):
+                        raise
+                    raise ConfigError(f"sync {src} -> {dst}: model '{name}' has no weights to "
+                                      f"sync: {cause}") from e
+            if sigs[src] is not None and sigs[dst] is not None:
+                check_sync_compatible(*(_as_tensors(sigs[n]) for n in (src, dst)), src, dst)
 
     def replicas(self, model: str) -> list[Any]:
         g = self.model_group[model]
@@ -123,12 +168,38 @@ class RayExecutor:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
-            raise StageError(f"{what}: the worker process died ({type(e).__name__}); resume "
-                             f"from the last checkpoint with learn(resume=True)") from e
+            raise StageError(f"{what}: the worker process died ({type(e).__name__}); "
+                             f"{self._loss_report()}; resume from the last checkpoint with "
+                             f"learn(resume=True)") from e
         except self.ray.exceptions.RayTaskError as e:
             cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else None
+            if isinstance(cause, FlowRLError):  # already names call, model and episode
+                raise cause from e  # chained: the worker's traceback stays visible
             raise StageError(f"{what} failed: {cause!r}" if cause else f"{what} failed: {e}") \
-                from (cause or e)
+                from e
+
+    def _loss_report(self) -> str:
+        """Which models died with their workers and which nodes went with them. Dead actors
+        answer a ping at once with an error; busy live ones are simply not waited for."""
+        keys = [(g.name, r) for g in self.groups for r in range(len(self.workers.get(g.name, [])))]
+        pings = [self.workers[k[0]][k[1]].pid.remote() for k in keys]
+        ready, _ = self.ray.wait(pings, num_returns=len(pings), timeout=5)
+        dead = set()
+        for key, ref in zip(keys, pings):
+            if ref in ready:
+                try:
+                    self.ray.get(ref)
+                except self.ray.exceptions.RayActorError:
+                    dead.add(key)
+        groups = {g.name: g for g in self.groups}
+        models = [m for m in self.module_names if any(m in groups[k[0]].models for k in dead)]
+        alive = {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
+        lost = sorted({self.actor_nodes[k] for k in dead if k in self.actor_nodes} - alive)
+        nodes = "; ".join(f"Ray node {n[:12]} (resources: "
+                          f"{', '.join(self.node_resources.get(n, [])) or 'none'}) is gone"
+                          for n in lost)
+        return (f"models lost: {', '.join(models) or 'none found'}" +
+                (f" ({nodes})" if nodes else ""))
 
     # ---- running flows ---------------------------------------------------------------------
     def submit(self, role: str, data: Any, iteration: int) -> _Pending:
@@ -140,12 +211,10 @@ class RayExecutor:
                 call = graph.call(op.node)
                 inputs = [("the flow's input batch" if s == FLOW_INPUT else s, values[s])
                           for s in call.inputs]
-                declared = sorted(call.outputs) if call.outputs is not None else None
                 outs = []
                 for r, w in enumerate(self.replicas(call.model)):
                     out, meta = w.call.options(num_returns=2).remote(
-                        call.id, call.model, call.method, iteration, call.is_train, declared,
-                        inputs)
+                        call, self.episode + 1, iteration, inputs)
                     outs.append(out)
                     pending.metas.append((call.id, r, call.model, meta))
                 values[call.id] = outs
@@ -167,10 +236,10 @@ class RayExecutor:
         dst_workers = self.replicas(dst)
         src_sig = self._get(src_worker.sync_signature.remote(src), f"sync plan of {src}")
         dst_sig = self._get(dst_workers[0].sync_signature.remote(dst), f"sync plan of {dst}")
-        check_sync_compatible(
-            {n: torch.empty(s) for n, (s, _) in src_sig.items()},
-            {n: torch.empty(s) for n, (s, _) in dst_sig.items()}, src, dst)
-        plan = self._get(src_worker.sync_plan.remote(src, self.bucket_bytes), f"sync of {src}")
+        if src_sig is not None and dst_sig is not None:  # offloaded sides are checked onloaded
+            check_sync_compatible(_as_tensors(src_sig), _as_tensors(dst_sig), src, dst)
+        plan = self._get(src_worker.sync_plan.remote(src, self.bucket_bytes, dst),
+                         f"sync of {src}")
         buckets = [src_worker.export_bucket.remote(src, plan, i) for i in range(len(plan.buckets))]
         t0 = time.perf_counter()
         refs = [w.import_buckets.remote(dst, plan, buckets) for w in dst_workers]
@@ -197,7 +266,7 @@ class RayExecutor:
                 self.onload_bytes += moved
         for node, replica, model, meta_ref in pending.metas:
             meta = self._get(meta_ref, f"{node} (model '{model}', replica {replica}, episode "
-                                       f"{self.episode})")
+                                       f"{self.episode + 1})")
             result.metrics.extend(meta["metrics"])
             self.records.append(OpRecord(pending.role, node, model, meta["end"] - meta["start"]))
             self.trace_events.append({"name": node, "ph": "X", "pid": meta["pid"], "tid": replica,
@@ -207,8 +276,12 @@ class RayExecutor:
         if pending.outputs:
             parts = [(n, concat_shards(self._get(refs, f"result of {n}")))
                      for n, refs in pending.outputs]
-            result.output = parts[0][1] if len(parts) == 1 else merge_outputs(
-                parts, f"the result of flow '{pending.role}'")
+            dropped = next((v for _, v in parts if isinstance(v, Skipped)), None)
+            if dropped is not None:  # on_nonfinite: skip_batch dropped this batch (counted)
+                result.skipped = str(dropped)
+            else:
+                result.output = parts[0][1] if len(parts) == 1 else merge_outputs(
+                    parts, f"the result of flow '{pending.role}'")
         return result
 
     def build_dataset(self, model: str, prompts: list, is_eval: bool) -> Any:
@@ -232,8 +305,10 @@ class RayExecutor:
                 for m in self.module_names}
 
     def load_module_states(self, states: dict[str, dict]) -> None:
-        refs = [w.load_state.remote(m, st) for m, st in states.items() for w in self.replicas(m)]
-        self.ray.get(refs)
+        refs = [(m, r, w.load_state.remote(m, st)) for m, st in states.items()
+                for r, w in enumerate(self.replicas(m))]
+        for m, r, ref in refs:
+            self._get(ref, f"loading the checkpoint of '{m}' replica {r}")
 
     def write_trace(self, path: str | Path) -> Path:
         """Chrome/Perfetto trace of every call as it really ran (one row per process)."""
@@ -245,6 +320,8 @@ class RayExecutor:
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
+        if not self.ray.is_initialized():  # setup failed before Ray started: nothing to free
+            return  # (and any ray call here would start a local Ray instance)
         actors = [a for group in self.workers.values() for a in group]
         # Let backends stop their own engines first; a dead or stuck worker is killed anyway.
         self.ray.wait([a.shutdown.remote() for a in actors], num_returns=len(actors), timeout=30)
@@ -253,3 +330,8 @@ class RayExecutor:
         for pg in self._pgs:
             remove_placement_group(pg)
         self.workers, self._pgs = {}, []
+
+
+def _as_tensors(signature: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, torch.Tensor]:
+    """Shape-only stand-ins for a worker's sync tensors (what the compatibility check reads)."""
+    return {n: torch.empty(shape, device="meta") for n, (shape, _) in signature.items()}
