@@ -297,23 +297,27 @@ class Engine:
                     f"continue from the newest checkpoint")
             self._restart()
         self.setup(resume)
-        if resume and self.runner.episode == 0 and not self.runner.logger.history:
-            if self.runner.resume() is None and failed_at is not None:
-                self._failed_at = failed_at
-                raise EngineFailedError(
-                    f"engine '{self.name}': the previous learn() failed at episode {failed_at} "
-                    f"and there is no checkpoint to resume from (runtime_args."
-                    f"save_episode_interval={self.config.runtime_args.save_episode_interval}); "
-                    f"its weights and metrics are half-trained, so it will not pretend to start "
-                    f"fresh: build a new engine (flowrl.init + modules) to start over")
         try:
+            if resume and self.runner.episode == 0 and not self.runner.logger.history:
+                self._resume(failed_at)
             return self.runner.run(num_episode)
-        except BaseException:  # Ctrl-C too: the episode is half applied either way
-            self._failed_at = self.runner.episode + 1
+        except BaseException:  # Ctrl-C too: the episode (or the resume) is half applied
+            if self._failed_at is None:
+                self._failed_at = self.runner.episode + 1
             raise
         finally:
             self.runner.logger.close()
             self._write_profiles()
+
+    def _resume(self, failed_at: int | None) -> None:
+        if self.runner.resume() is None and failed_at is not None:
+            self._failed_at = failed_at
+            raise EngineFailedError(
+                f"engine '{self.name}': the previous learn() failed at episode {failed_at} "
+                f"and there is no checkpoint to resume from (runtime_args."
+                f"save_episode_interval={self.config.runtime_args.save_episode_interval}); "
+                f"its weights and metrics are half-trained, so it will not pretend to start "
+                f"fresh: build a new engine (flowrl.init + modules) to start over")
 
     def _restart(self) -> None:
         """Drop the failed executor and every module's state; the checkpoint restores it."""

@@ -114,3 +114,25 @@ def test_resuming_a_model_with_renamed_parameters_names_them():
     with pytest.raises(CheckpointMismatchError, match=r"model 'head'.*weight: missing from the "
                                                       r"checkpoint.*layer.weight: in the checkpoint"):
         old.load_checkpoint_state(state)
+
+
+def test_resuming_an_engine_whose_model_grew_names_it_and_blocks_a_plain_retry(tmp_path):
+    import copy
+
+    from ppo_setup import TINY_PPO, build_ppo
+
+    from flowrl.engines.engine import EngineFailedError
+
+    cfg = copy.deepcopy(TINY_PPO)
+    cfg["runtime_args"].update(num_episode=1, output_dir=str(tmp_path), save_episode_interval=1)
+    build_ppo(cfg)[0].learn()
+    cfg["runtime_args"].update(num_episode=2, resume=True)
+    for name in ("value", "ppo_value"):  # both, so the sync pair still agrees
+        cfg["models"][name]["args"]["d_model"] = 48
+    engine, _ = build_ppo(cfg)
+    with pytest.raises(CheckpointMismatchError, match=r"cannot resume model '(value|ppo_value)'.*"
+                                                      r"\(\d+, 32\) in the checkpoint vs "
+                                                      r"\(\d+, 48\) now"):
+        engine.learn()
+    with pytest.raises(EngineFailedError, match=r"failed at episode 1 .*learn\(resume=True\)"):
+        engine.learn(resume=False)
