@@ -114,96 +114,103 @@ def _chunks(mem: MemoryModel, streamed: dict[Key, int] | None) -> dict[int, int]
     return extra
 
 
-def _simulate(mem: MemoryModel, resources: dict[str, ModelResources], movable: set[Key],
-              forced: set[Key], streamed: dict[int, dict[Key, int]]) -> list[frozenset[Key]]:
-    order = {k: i for i, k in enumerate(mem.items)}  # deterministic tie-breaks
-    needs = []
-    for t, mom in enumerate(mem.moments):
-        needs.append(frozenset(mom.need - set(streamed.get(t, ()))))
-    # A role that repeats runs twice in the simulated sequence, so the plan kept is one that
-    # follows a run of the same role: repeats then cost only what the plan really moves.
-    seq: list[int] = []
-    for role in mem.roles:
-        ts = [t for t, m in enumerate(mem.moments) if m.role == role]
-        seq += ts * (2 if mem.repeats.get(role, 1) > 1 else 1)
-    n = len(seq)
-    uses: dict[Key, list[int]] = {k: [] for k in mem.items}  # positions in seq
-    role_uses: dict[tuple[str, Key], list[int]] = {}
-    for p, t in enumerate(seq):
-        for k in needs[t]:
-            uses[k].append(p)
-    for t, need in enumerate(needs):
-        for k in need:
-            role_uses.setdefault((mem.moments[t].role, k), []).append(t)
+class _Simulation:
+    """Residency over the cyclic moment sequence (see the module docstring, steps 1-2)."""
 
-    def reloads(k: Key, t: int) -> int:
+    def __init__(self, mem: MemoryModel, resources: dict[str, ModelResources],
+                 movable: set[Key], forced: set[Key], streamed: dict[int, dict[Key, int]]):
+        self.mem, self.resources, self.movable, self.forced = mem, resources, movable, forced
+        self.streamed = streamed
+        self.order = {k: i for i, k in enumerate(mem.items)}  # deterministic tie-breaks
+        self.needs = [frozenset(mom.need - set(streamed.get(t, ())))
+                      for t, mom in enumerate(mem.moments)]
+        # A role that repeats runs twice in the simulated sequence, so the plan kept is one
+        # that follows a run of the same role: repeats then cost only what the plan moves.
+        self.seq: list[int] = []
+        for role in mem.roles:
+            ts = [t for t, m in enumerate(mem.moments) if m.role == role]
+            self.seq += ts * (2 if mem.repeats.get(role, 1) > 1 else 1)
+        self.uses: dict[Key, list[int]] = {k: [] for k in mem.items}  # positions in seq
+        for p, t in enumerate(self.seq):
+            for k in self.needs[t]:
+                self.uses[k].append(p)
+        self.role_uses: dict[tuple[str, Key], list[int]] = {}
+        for t, need in enumerate(self.needs):
+            for k in need:
+                self.role_uses.setdefault((mem.moments[t].role, k), []).append(t)
+        self.state = set(mem.items)
+        self.held = mem.usage(self.state, None)  # bytes per device of ``state``, kept current
+
+    def reloads(self, k: Key, t: int) -> int:
         """Times per iteration ``k`` must come back if evicted at moment ``t``."""
-        role = mem.moments[t].role
-        again = role_uses.get((role, k), [])
-        if again and (again[-1] > t or mem.repeats.get(role, 1) > 1):
-            return mem.repeats.get(role, 1)
+        role = self.mem.moments[t].role
+        again = self.role_uses.get((role, k), [])
+        if again and (again[-1] > t or self.mem.repeats.get(role, 1) > 1):
+            return self.mem.repeats.get(role, 1)
         return 1
 
-    def rank(k: Key, t: int, p: int) -> tuple:
-        return (-reloads(k, t), _next_use(uses[k], p, n), mem.items[k].per_device, -order[k])
+    def rank(self, k: Key, t: int, p: int) -> tuple:
+        return (-self.reloads(k, t), _next_use(self.uses[k], p, len(self.seq)),
+                self.mem.items[k].per_device, -self.order[k])
 
-    state = set(mem.items)
-    held = mem.usage(state, None)  # bytes per device of ``state``, kept up to date
-
-    def drop(keys) -> None:
+    def _move(self, keys, sign: int) -> None:
         for k in keys:
-            if k in state:
-                state.remove(k)
-                it = mem.items[k]
+            if (k in self.state) == (sign < 0):
+                (self.state.remove if sign < 0 else self.state.add)(k)
+                it = self.mem.items[k]
                 for d in it.devices:
-                    held[d] -= it.per_device
+                    self.held[d] += sign * it.per_device
 
-    def add(keys) -> None:
-        for k in keys:
-            if k not in state:
-                state.add(k)
-                it = mem.items[k]
+    def _evict(self, t: int, p: int, use: list[int]) -> list[Key]:
+        """Evict movable state, best victim first, until the moment fits; else OOM."""
+        mem, victims = self.mem, []
+        # Ranks do not change within a moment: walk the candidates once, best first.
+        cands = sorted((k for k in self.state if k not in self.needs[t] and k in self.movable),
+                       key=lambda k: self.rank(k, t, p), reverse=True)
+        for k in cands:
+            if max(use) <= mem.capacity:
+                break
+            it = mem.items[k]
+            if any(use[d] > mem.capacity for d in it.devices):
+                self._move([k], -1)
+                victims.append(k)
                 for d in it.devices:
-                    held[d] += it.per_device
+                    use[d] -= it.per_device
+        if max(use) > mem.capacity:
+            over = [d for d, u in enumerate(use) if u > mem.capacity]
+            raise _oom(mem, mem.moments[t], self.state, use, max(over, key=lambda d: use[d]),
+                       self.resources)
+        return victims
 
+    def step(self, p: int, t: int) -> frozenset[Key]:
+        """Residency while moment ``t`` (at position ``p`` of the sequence) runs."""
+        mem, need = self.mem, self.needs[t]
+        self._move([k for k in self.forced if k not in need], -1)
+        self._move(self.streamed.get(t, ()), -1)
+        self._move(need, +1)
+        use = list(self.held)
+        for extra in (mem.moments[t].transient, _chunks(mem, self.streamed.get(t)) or {}):
+            for d, b in extra.items():
+                use[d] += b
+        victims = self._evict(t, p, use) if max(use) > mem.capacity else []
+        # Put back evictions that fit after all (keep-first: reverse of eviction preference).
+        for k in sorted(victims[:-1], key=lambda k: self.rank(k, t, p)):
+            it = mem.items[k]
+            if all(use[d] + it.per_device <= mem.capacity for d in it.devices):
+                self._move([k], +1)
+                for d in it.devices:
+                    use[d] += it.per_device
+        return frozenset(self.state)
+
+
+def _simulate(mem: MemoryModel, resources: dict[str, ModelResources], movable: set[Key],
+              forced: set[Key], streamed: dict[int, dict[Key, int]]) -> list[frozenset[Key]]:
+    """Per moment, the state resident in the steady state (second pass round the cycle)."""
+    sim = _Simulation(mem, resources, movable, forced, streamed)
     residency: list[frozenset[Key]] = [frozenset()] * len(mem.moments)
     for _ in range(2):
-        for p, t in enumerate(seq):
-            mom = mem.moments[t]
-            need = needs[t]
-            drop([k for k in forced if k not in need])
-            drop(streamed.get(t, ()))
-            add(need)
-            use = list(held)
-            for d, b in mom.transient.items():
-                use[d] += b
-            for d, b in (_chunks(mem, streamed.get(t)) or {}).items():
-                use[d] += b
-            victims: list[Key] = []
-            if max(use) > mem.capacity:
-                # Ranks do not change within a moment: walk the candidates once, best first.
-                cands = sorted((k for k in state if k not in need and k in movable),
-                               key=lambda k: rank(k, t, p), reverse=True)
-                for k in cands:
-                    if max(use) <= mem.capacity:
-                        break
-                    it = mem.items[k]
-                    if any(use[d] > mem.capacity for d in it.devices):
-                        drop([k])
-                        victims.append(k)
-                        for d in it.devices:
-                            use[d] -= it.per_device
-                if max(use) > mem.capacity:
-                    over = [d for d, u in enumerate(use) if u > mem.capacity]
-                    raise _oom(mem, mom, state, use, max(over, key=lambda d: use[d]), resources)
-            # Keep-first order: the reverse of eviction preference.
-            for k in sorted(victims[:-1], key=lambda k: rank(k, t, p)):
-                it = mem.items[k]
-                if all(use[d] + it.per_device <= mem.capacity for d in it.devices):
-                    add([k])
-                    for d in it.devices:
-                        use[d] += it.per_device
-            residency[t] = frozenset(state)
+        for p, t in enumerate(sim.seq):
+            residency[t] = sim.step(p, t)
     return residency
 
 

@@ -47,16 +47,11 @@ def _dag_lines(role: str, g: FlowGraph) -> list[str]:
     return lines
 
 
-def explain_text(schedule: Schedule, width: int = 120) -> str:
-    """The report ``flowrl explain`` prints."""
-    buf = io.StringIO()
-    con = Console(file=buf, width=width, record=False, force_terminal=False, color_system=None)
-    cluster = schedule.cluster
-    title = f"flowrl schedule: strategy {schedule.strategy}"
-    con.print(f"[bold]{title}[/bold]")
+def _header(con: Console, schedule: Schedule) -> None:
+    cluster, est = schedule.cluster, schedule.estimates
+    con.print(f"[bold]flowrl schedule: strategy {schedule.strategy}[/bold]")
     if cluster is not None:
         con.print(f"cluster {cluster.describe() if hasattr(cluster, 'describe') else cluster}")
-    est = schedule.estimates
     if isinstance(est, Estimates):
         parts = []
         for r, n in est.repeats.items():
@@ -72,46 +67,59 @@ def explain_text(schedule: Schedule, width: int = 120) -> str:
         for line in _dag_lines(role, g):
             con.print(line)
 
+
+def _placement_table(schedule: Schedule, mem: MemoryReport | None) -> Table:
+    t = Table(title="placement", title_justify="left")
+    for col in ("model", "devices", "tp", "pp", "dp", "weights/dev", "grads/dev",
+                "optimizer/dev"):
+        t.add_column(col, justify="left" if col in ("model", "devices") else "right")
+    for m, mesh in schedule.placement.items():
+        st = mem.state.get(m, {}) if mem else {}
+        t.add_row(m, fmt_devices(mesh.devices), str(mesh.tp), str(mesh.pp), str(mesh.dp),
+                  *(fmt_bytes(st[k]) if k in st else "-" for k in ("weights", "grads", "optimizer")))
+    return t
+
+
+def _ops_table(role: str, ops: list, timed: bool) -> Table:
+    t = Table(title=f"ops: {role}", title_justify="left")
+    for col in ("#", "op", "devices", "start", "duration", "bytes"):
+        t.add_column(col, justify="right" if col in ("#", "start", "duration", "bytes")
+                     else "left")
+    for i, op in enumerate(ops):
+        label = escape(op.label() + (" (streamed)" if op.streamed else ""))
+        t.add_row(str(i), label, fmt_devices(op.devices),
+                  fmt_time(op.start) if timed else "-",
+                  fmt_time(op.duration) if timed else "-",
+                  fmt_bytes(op.bytes) if op.bytes else "-")
+    if not ops:
+        t.add_row("-", "(no ops)", "", "", "", "")
+    return t
+
+
+def _memory_table(mem: MemoryReport) -> Table:
+    t = Table(title="memory per device (peak over the iteration)", title_justify="left")
+    for col in ("device", "capacity", "peak before offload", "peak after offload", "fits"):
+        t.add_column(col, justify="right")
+    for d, cap in enumerate(mem.capacity):
+        before, after = mem.peak_before[d], mem.peak_after[d]
+        t.add_row(str(d), fmt_bytes(cap), fmt_bytes(before), fmt_bytes(after),
+                  "yes" if after <= cap else "NO")
+    return t
+
+
+def explain_text(schedule: Schedule, width: int = 120) -> str:
+    """The report ``flowrl explain`` prints."""
+    buf = io.StringIO()
+    con = Console(file=buf, width=width, record=False, force_terminal=False, color_system=None)
+    _header(con, schedule)
     mem = schedule.memory if isinstance(schedule.memory, MemoryReport) else None
     if schedule.placement:
-        t = Table(title="placement", title_justify="left")
-        for col in ("model", "devices", "tp", "pp", "dp", "weights/dev", "grads/dev",
-                    "optimizer/dev"):
-            t.add_column(col, justify="left" if col in ("model", "devices") else "right")
-        for m, mesh in schedule.placement.items():
-            st = mem.state.get(m, {}) if mem else {}
-            t.add_row(m, fmt_devices(mesh.devices), str(mesh.tp), str(mesh.pp), str(mesh.dp),
-                      *(fmt_bytes(st[k]) if k in st else "-"
-                        for k in ("weights", "grads", "optimizer")))
-        con.print(t)
-
+        con.print(_placement_table(schedule, mem))
     for role in ordered_roles(schedule.ops):
-        ops = schedule.ops[role]
-        t = Table(title=f"ops: {role}", title_justify="left")
-        for col in ("#", "op", "devices", "start", "duration", "bytes"):
-            t.add_column(col, justify="right" if col in ("#", "start", "duration", "bytes")
-                         else "left")
-        timed = isinstance(est, Estimates)
-        for i, op in enumerate(ops):
-            label = escape(op.label() + (" (streamed)" if op.streamed else ""))
-            t.add_row(str(i), label, fmt_devices(op.devices),
-                      fmt_time(op.start) if timed else "-",
-                      fmt_time(op.duration) if timed else "-",
-                      fmt_bytes(op.bytes) if op.bytes else "-")
-        if not ops:
-            t.add_row("-", "(no ops)", "", "", "", "")
-        con.print(t)
-
+        con.print(_ops_table(role, schedule.ops[role], isinstance(schedule.estimates, Estimates)))
     if any(op.kind in ("offload", "onload") for ops in schedule.ops.values() for op in ops):
         con.print("Transfers before a role's first op bring whatever state the previous role "
                   "left to what this role needs; they move nothing when it is already there.")
     if mem is not None:
-        t = Table(title="memory per device (peak over the iteration)", title_justify="left")
-        for col in ("device", "capacity", "peak before offload", "peak after offload", "fits"):
-            t.add_column(col, justify="right")
-        for d, cap in enumerate(mem.capacity):
-            before, after = mem.peak_before[d], mem.peak_after[d]
-            t.add_row(str(d), fmt_bytes(cap), fmt_bytes(before), fmt_bytes(after),
-                      "yes" if after <= cap else "NO")
-        con.print(t)
+        con.print(_memory_table(mem))
     return buf.getvalue()
