@@ -193,8 +193,13 @@ class RayExecutor:
                     dead.add(key)
         groups = {g.name: g for g in self.groups}
         models = [m for m in self.module_names if any(m in groups[k[0]].models for k in dead)]
-        alive = {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
-        lost = sorted({self.actor_nodes[k] for k in dead if k in self.actor_nodes} - alive)
+        hosts = {self.actor_nodes[k] for k in dead if k in self.actor_nodes}
+        deadline = time.monotonic() + 3  # Ray marks a node dead a moment after its actors
+        while True:
+            lost = sorted(hosts - {n["NodeID"] for n in self.ray.nodes() if n["Alive"]})
+            if lost or not hosts or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         nodes = "; ".join(f"Ray node {n[:12]} (resources: "
                           f"{', '.join(self.node_resources.get(n, [])) or 'none'}) is gone"
                           for n in lost)
