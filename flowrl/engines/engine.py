@@ -151,8 +151,6 @@ class Engine:
     def _check_trainers(self) -> None:
         """Every model the train flow calls ``train_step`` on implements it, and its
         data-parallel size divides the micro-batches of a global batch."""
-        a = self.config.runtime_args
-        n_micro = a.train_global_batch_size // a.train_micro_batch_size
         for c in self.graphs["train"].calls():
             if not c.is_train:
                 continue
@@ -161,13 +159,18 @@ class Engine:
                 raise ConfigError(
                     f"model '{c.model}' ({type(m).__name__}) is used as a trainer (train_step "
                     f"at {c.source}) but its class does not implement train_step")
-            dp = self.config.model(c.model).dp_size
-            if n_micro % dp:
-                raise ConfigError(
-                    f"models.{c.model}: data_parallel_size {dp} does not divide the {n_micro} "
-                    f"micro-batches of a global batch (runtime_args.train_global_batch_size="
-                    f"{a.train_global_batch_size} / train_micro_batch_size="
-                    f"{a.train_micro_batch_size})")
+            self._check_dp(c.model, self.config.model(c.model).dp_size, "data_parallel_size")
+
+    def _check_dp(self, model: str, dp: int, source: str) -> None:
+        """Data-parallel replicas split a global batch's micro-batches evenly."""
+        a = self.config.runtime_args
+        n_micro = a.train_global_batch_size // a.train_micro_batch_size
+        if n_micro % dp:
+            raise ConfigError(
+                f"models.{model}: {source} {dp} does not divide the {n_micro} micro-batches "
+                f"of a global batch (runtime_args.train_global_batch_size="
+                f"{a.train_global_batch_size} / train_micro_batch_size="
+                f"{a.train_micro_batch_size})")
 
     def _check_unused_sections(self) -> None:
         """A model section no flow uses is an unknown key (checked at setup: the evaluator's
@@ -235,6 +238,11 @@ class Engine:
                 cluster=cluster, strategy=strategy or "colocate",
                 methods={n: module_methods(m) for n, m in self.modules.items()},
                 seed=self.config.runtime_args.seed, runtime_args=self.config.runtime_args)
+            for c in self.graphs["train"].calls():  # the compiled mesh may pick another dp
+                mesh = (self.schedule.placement or {}).get(c.model) if c.is_train else None
+                dp = mesh.get("dp") if isinstance(mesh, dict) else getattr(mesh, "dp", None)
+                if dp:
+                    self._check_dp(c.model, dp, "the compiled data-parallel size")
         return self.schedule
 
     def setup(self, resume: bool = False) -> None:

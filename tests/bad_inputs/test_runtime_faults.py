@@ -359,3 +359,18 @@ def test_an_unwritable_checkpoint_dir_is_reported_at_start(tmp_path):
     with pytest.raises(RunDirError, match=rf"runtime_args.checkpoint_dir: directory "
                                           rf"{blocker}/ckpt is not writable"):
         engine.learn()
+
+
+def test_a_compiled_data_parallel_size_that_does_not_divide_the_micro_batches(
+        tiny_ppo_config):
+    from ppo_setup import build_ppo
+
+    cfg = tiny_ppo_config
+    cfg["cluster"] = "4xH100-80GB"  # colocate: every model gets 4 data-parallel replicas
+    for section in cfg["models"].values():
+        section.update(num_params=115_000, num_layers=2, hidden_size=64, vocab_size=47,
+                       dtype="fp32", max_seq_len=16, max_new_tokens=8)
+    engine, _ = build_ppo(cfg)
+    with pytest.raises(ConfigError, match=r"models.ppo_policy: the compiled data-parallel size 4 "
+                                          r"does not divide the 2 micro-batches"):
+        engine.compile()
