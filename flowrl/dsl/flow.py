@@ -6,7 +6,7 @@ import functools
 import inspect
 from typing import Any, Callable
 
-from flowrl.compiler.ir import FlowGraph
+from flowrl.ir import FlowGraph
 from flowrl.dsl.tracer import Tracer
 from flowrl.errors import TraceError
 

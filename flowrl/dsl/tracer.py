@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable
 
 from flowrl import context
-from flowrl.compiler.ir import FLOW_INPUT, CallNode, FlowGraph
+from flowrl.ir import FLOW_INPUT, CallNode, FlowGraph
 from flowrl.errors import KeyCollisionError, TraceError
 from flowrl.models.base import LIFECYCLE_METHODS, BaseModule
 

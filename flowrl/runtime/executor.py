@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import torch
 
-from flowrl.compiler.ir import FLOW_INPUT, CallNode, Op, Schedule
+from flowrl.ir import FLOW_INPUT, CallNode, Op, Schedule
 from flowrl.errors import ConfigError, FlowRLError, StageError
 from flowrl.models.base import BaseModule, nonfinite_policy
 from flowrl.runtime.data import Batch, merge_outputs

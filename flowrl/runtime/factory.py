@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowrl.compiler.ir import Schedule
+from flowrl.ir import Schedule
 from flowrl.config import FlowRLConfig
 from flowrl.models.base import BaseModule
 

@@ -15,7 +15,7 @@ import torch
 
 from flowrl.errors import FlowRLError
 
-from flowrl.compiler.ir import CallNode
+from flowrl.ir import CallNode
 from flowrl.runtime.data import Batch, merge_outputs
 
 
