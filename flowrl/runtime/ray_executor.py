@@ -277,7 +277,7 @@ class RayExecutor:
             self.trace_events.append({"name": node, "ph": "X", "pid": meta["pid"], "tid": replica,
                                       "ts": meta["start"] * 1e6,
                                       "dur": (meta["end"] - meta["start"]) * 1e6,
-                                      "args": {"model": model, "episode": self.episode}})
+                                      "args": {"model": model, "episode": self.episode + 1}})
         if pending.outputs:
             parts = [(n, concat_shards(self._get(refs, f"result of {n}")))
                      for n, refs in pending.outputs]

@@ -253,6 +253,21 @@ def test_nonfinite_outputs_in_a_worker_name_model_key_and_episode(ray_session):
         _learn(_config(), NaNEcho)
 
 
+class NaNOnce(Echo):
+    def forward_step(self, data: dict, iteration: int = 0) -> dict:
+        y = data["x"] * 2
+        if iteration == 0:
+            y[0] = float("inf")
+        return {"y": y}
+
+
+def test_skip_batch_drops_a_nonfinite_batch_in_a_worker_and_counts_it(ray_session):
+    cfg = _config(args={"on_nonfinite": "skip_batch", "sample_per_episode": 8})
+    row = _learn(cfg, NaNOnce)[0]
+    assert row["echo/nonfinite/skipped_batches"] == 1.0
+    assert row["samples"] == 4.0  # the first of two batches was dropped
+
+
 def test_a_node_resource_no_node_offers_names_model_resource_and_field(ray_session):
     with pytest.raises(RayClusterError, match=r"models trainer are pinned to Ray resource "
                                               r"'node_z' \(models\.trainer\.ray_node_resource\) "
