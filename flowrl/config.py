@@ -86,6 +86,10 @@ class RuntimeArgs(_Strict):
     new_run_dir: bool = Field(
         False, description="a new (non-resume) run writes into output_dir/run-<N> (N: one more "
         "than the highest existing) instead of refusing an output_dir holding another run")
+    # Issue 12 (engineer E): a wrong ray_address must not hang forever.
+    ray_connect_timeout_s: Float = Field(
+        60.0, gt=0, description="Ray runtime: seconds to wait for the cluster at ray_address "
+        "and for its nodes to reserve the workers' devices before a clear error")
 
     @model_validator(mode="after")
     def _batch_sizes_divide(self) -> "RuntimeArgs":
@@ -135,6 +139,9 @@ class ModelConfig(_Strict):
     max_seq_len: Int | None = Field(None, ge=1, description="prompt + response tokens")
     max_new_tokens: Int | None = Field(None, ge=1)
     colocation_group: str | None = None
+    ray_node_resource: str | None = Field(
+        None, min_length=1, description="Ray runtime: pin this model's workers to the nodes "
+        "that offer this custom resource (e.g. node_b, from `ray start --resources`)")
     offload: OffloadPolicy = "auto"
     devices: list[Int] | None = Field(None, description="explicit device ids (strategy manual)")
     args: dict[str, Any] = Field(default_factory=dict, description="free-form, for the module")
