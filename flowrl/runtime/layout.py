@@ -3,7 +3,8 @@
 Models that share devices (same ``colocation_group``, or overlapping device sets in a compiled
 placement) share worker processes, so offloading one really frees memory for the other. Each
 group has as many replicas (processes) as its largest data-parallel size; a model with
-``dp`` replicas lives on the group's first ``dp`` workers.
+``dp`` replicas lives on the group's first ``dp`` workers. A group is pinned to the Ray nodes
+offering its models' ``ray_node_resource`` (unpinned models follow a pinned one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import networkx as nx
 
 from flowrl.config import ModelConfig
+from flowrl.errors import ConfigError
 
 
 @dataclass
@@ -25,6 +27,20 @@ class WorkerGroup:
     replicas: int
     devices: list[int]
     dp: dict[str, int] = field(default_factory=dict)
+    node_resource: str | None = None  # Ray custom resource its nodes must offer
+
+
+def _pin(members: list[str], configs: dict[str, ModelConfig]) -> str | None:
+    """The node resource of a group's models; models sharing processes must agree."""
+    wanted = {m: configs[m].ray_node_resource for m in members}
+    distinct = sorted({r for r in wanted.values() if r})
+    if len(distinct) > 1:
+        raise ConfigError(
+            f"models {', '.join(members)} share worker processes (same devices) but ask for "
+            f"different nodes: " + ", ".join(f"models.{m}.ray_node_resource={r!r}"
+                                             for m, r in wanted.items()) +
+            "; give them the same value")
+    return distinct[0] if distinct else None
 
 
 def _placed(placement: Any, model: str, field: str) -> Any:
@@ -65,5 +81,6 @@ def worker_groups(models: list[str], configs: dict[str, ModelConfig],
             n = max(configs[m].total_devices for m in members)
             devices = list(range(next_device, next_device + n))
             next_device += n
-        groups.append(WorkerGroup("+".join(members), members, max(dp.values()), devices, dp))
+        groups.append(WorkerGroup("+".join(members), members, max(dp.values()), devices, dp,
+                                  _pin(members, configs)))
     return groups

@@ -128,9 +128,9 @@ def pickle_modules(modules: dict[str, Any]) -> dict[str, bytes]:
 
 
 # ---- can the cluster host the workers? --------------------------------------------------------
-def check_capacity(groups: list[Any], pins: dict[str, str | None], nodes: list[dict]) -> None:
-    """Every worker group fits the alive nodes: enough ``flowrl_device`` overall and on the
-    nodes offering each pinned resource. ``pins``: group name -> resource (or ``None``)."""
+def check_capacity(groups: list[Any], nodes: list[dict]) -> None:
+    """Every worker group fits the alive nodes (``ray.nodes()``): enough ``flowrl_device``
+    overall and on the nodes offering each group's ``node_resource``."""
     alive = [n for n in nodes if n.get("Alive")]
     have = sum(n["Resources"].get(DEVICE_RESOURCE, 0) for n in alive)
     need = sum(len(g.devices) for g in groups)
@@ -140,8 +140,8 @@ def check_capacity(groups: list[Any], pins: dict[str, str | None], nodes: list[d
             f"{', '.join(m for g in groups for m in g.models)}) but the Ray cluster offers "
             f"{have:g}: start the nodes with --resources='{{\"{DEVICE_RESOURCE}\": N}}' or "
             f"lower the models' num_devices / data_parallel_size")
-    for res in sorted({r for r in pins.values() if r}):
-        pinned = [g for g in groups if pins[g.name] == res]
+    for res in sorted({g.node_resource for g in groups if g.node_resource}):
+        pinned = [g for g in groups if g.node_resource == res]
         models = ", ".join(m for g in pinned for m in g.models)
         field = f"models.{pinned[0].models[0]}.ray_node_resource"
         hosts = [n for n in alive if n["Resources"].get(res, 0) > 0]
@@ -159,19 +159,3 @@ def check_capacity(groups: list[Any], pins: dict[str, str | None], nodes: list[d
                 f"models {models} are pinned to Ray resource '{res}' ({field}) and need "
                 f"{pinned_need} '{DEVICE_RESOURCE}' there, but its nodes offer {on_hosts:g}")
 
-
-def group_pins(groups: list[Any], configs: dict[str, Any]) -> dict[str, str | None]:
-    """The node resource each worker group is pinned to. Models sharing a group (colocated)
-    share its processes: unpinned ones follow the pinned, two different pins are an error."""
-    pins: dict[str, str | None] = {}
-    for g in groups:
-        wanted = {m: configs[m].ray_node_resource for m in g.models}
-        distinct = {r for r in wanted.values() if r}
-        if len(distinct) > 1:
-            raise RayClusterError(
-                f"models {', '.join(g.models)} share worker processes (same devices) but ask "
-                f"for different nodes: " + ", ".join(f"models.{m}.ray_node_resource="
-                                                     f"{r!r}" for m, r in wanted.items()) +
-                "; give them the same value")
-        pins[g.name] = distinct.pop() if distinct else None
-    return pins

@@ -29,7 +29,7 @@ from flowrl.runtime.data import merge_outputs
 from flowrl.runtime.executor import FlowResult, OpRecord
 from flowrl.runtime.layout import WorkerGroup, worker_groups
 from flowrl.runtime.ray_cluster import (DEVICE_RESOURCE, PIN_AMOUNT, RayClusterError,
-                                        check_capacity, connect, group_pins, pickle_modules)
+                                        check_capacity, connect, pickle_modules)
 from flowrl.runtime.ray_worker import Skipped, Worker, concat_shards
 from flowrl.runtime.sync import SyncStats, check_sync_compatible
 
@@ -64,7 +64,6 @@ class RayExecutor:
         self._blobs = pickle_modules(modules)  # here, so a module Ray cannot send is named now
         configs = {n: config.model(n) for n in modules}
         self.groups = worker_groups(self.module_names, configs, schedule.placement)
-        self.pins = group_pins(self.groups, configs)  # group name -> node resource or None
         self.actor_nodes: dict[tuple[str, int], str] = {}  # (group, replica) -> Ray node id
         self.node_resources: dict[str, list[str]] = {}  # node id -> its custom resources
         self.workers: dict[str, list[Any]] = {}  # group name -> actor handles
@@ -80,7 +79,7 @@ class RayExecutor:
         if self.config.ray_address:
             connect(self.config.ray_address, self.config.runtime_args.ray_connect_timeout_s)
         else:  # one local node offers every pinned resource: a multi-node config runs here too
-            pinned = {r: float(n_devices) for r in self.pins.values() if r}
+            pinned = {g.node_resource: float(n_devices) for g in self.groups if g.node_resource}
             self.ray.init(address="local", num_cpus=max(2, torch.get_num_threads()),
                           resources={DEVICE_RESOURCE: n_devices, **pinned},
                           include_dashboard=False, log_to_driver=True)
@@ -90,7 +89,7 @@ class RayExecutor:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self._ensure_ray()
-        check_capacity(self.groups, self.pins, self.ray.nodes())
+        check_capacity(self.groups, self.ray.nodes())
         cfg = self.config.model_dump(exclude={"source"})
         remote_worker = self.ray.remote(Worker)
         threads = torch.get_num_threads()
@@ -118,8 +117,8 @@ class RayExecutor:
     def _reserve(self, g: WorkerGroup, placement_group: Any) -> Any:
         """The group's placement group, ready; a bounded wait, then an error naming models."""
         bundle = {DEVICE_RESOURCE: 1}
-        if self.pins[g.name]:
-            bundle[self.pins[g.name]] = PIN_AMOUNT
+        if g.node_resource:
+            bundle[g.node_resource] = PIN_AMOUNT
         pg = placement_group([dict(bundle) for _ in g.devices], strategy="PACK")
         self._pgs.append(pg)  # removed by shutdown(), ready or not
         timeout = self.config.runtime_args.ray_connect_timeout_s

@@ -159,7 +159,7 @@ def test_unpicklable_path_walks_nested_containers():
 def test_colocated_models_pinned_to_different_nodes_name_both():
     cfg = _config(echo={"colocation_group": "g", "ray_node_resource": "node_a"},
                   trainer={"colocation_group": "g", "ray_node_resource": "node_b"})
-    with pytest.raises(RayClusterError, match=r"models echo, trainer share worker processes.*"
+    with pytest.raises(ConfigError, match=r"models echo, trainer share worker processes.*"
                                               r"models\.echo\.ray_node_resource='node_a', "
                                               r"models\.trainer\.ray_node_resource='node_b'"):
         _learn(cfg)
@@ -291,13 +291,13 @@ def test_pinned_models_beyond_their_nodes_devices():
 
     nodes = [{"Alive": True, "Resources": {"flowrl_device": 4.0, "node_a": 1.0}},
              {"Alive": True, "Resources": {"flowrl_device": 1.0, "node_b": 1.0}}]
-    groups = [WorkerGroup("reward", ["reward"], 1, [0]), WorkerGroup("value", ["value"], 1,
-                                                                      [1, 2])]
+    groups = [WorkerGroup("reward", ["reward"], 1, [0]),
+              WorkerGroup("value", ["value"], 1, [1, 2], node_resource="node_b")]
     with pytest.raises(RayClusterError, match=r"models value are pinned to Ray resource "
                                               r"'node_b' \(models\.value\.ray_node_resource\) "
                                               r"and need 2 'flowrl_device' there, but its nodes "
                                               r"offer 1"):
-        check_capacity(groups, {"reward": None, "value": "node_b"}, nodes)
+        check_capacity(groups, nodes)
 
 
 def test_data_parallel_size_not_dividing_micro_batches_names_the_model(ray_session):
