@@ -219,7 +219,8 @@ def check_shapes(model: str, saved: dict[str, torch.Tensor],
              for n in sorted(set(saved) & set(current))
              if torch.is_tensor(saved[n]) and saved[n].shape != current[n].shape]
     diffs += [f"{n}: missing from the checkpoint" for n in sorted(set(current) - set(saved))]
-    diffs += [f"{n}: in the checkpoint, not in the model" for n in sorted(set(saved) - set(current))]
+    diffs += [f"{n}: in the checkpoint, not in the model"
+              for n in sorted(set(saved) - set(current))]
     if diffs:
         raise CheckpointMismatchError(
             f"cannot resume model '{model}': its parameters changed since the checkpoint "

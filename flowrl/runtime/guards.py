@@ -34,9 +34,13 @@ class NonFiniteError(FlowRLError):
             f"iteration {iteration}" if iteration is not None else "") if p)
         super().__init__(
             f"non-finite values in model '{model}'" + (f" ({where})" if where else "") +
-            f": key '{key}' has {count} NaN/inf value(s) of {total}; stopped before the "
-            f"optimizer step, the parameter sync and any checkpoint (set runtime_args."
-            f"on_nonfinite: skip_batch to drop such batches instead)")
+            f": key '{key}' has {count} NaN/inf value(s) of {total}; stopped before it could "
+            f"reach an optimizer step, a parameter sync or a checkpoint (runtime_args."
+            f"on_nonfinite: skip_batch drops such batches instead)")
+
+    def __reduce__(self) -> tuple:  # rebuilt from its fields after crossing to Ray's driver
+        return (type(self), (self.model, self.key, self.count, self.total, self.method,
+                             self.episode, self.iteration))
 
     def located(self, method: str, episode: int, iteration: int) -> "NonFiniteError":
         """The same error with the call site filled in (the executor knows it, the module

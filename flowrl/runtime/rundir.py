@@ -28,7 +28,8 @@ class RunDirError(FlowRLError):
 def _runs(base: Path) -> list[int]:
     if not base.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in base.iterdir() if p.is_dir() and (m := _RUN.match(p.name)))
+    return sorted(int(m.group(1)) for p in base.iterdir()
+                  if p.is_dir() and (m := _RUN.match(p.name)))
 
 
 def holds_a_run(output_dir: str | None, checkpoint_root: str | None) -> list[str]:
@@ -81,7 +82,8 @@ def resolve_run_dirs(args: RuntimeArgs, resume: bool) -> None:
 
 def describe_run_dirs(args: RuntimeArgs, tensorboard_dir: Path | None) -> str:
     """One line: where this run's metrics, TensorBoard events and checkpoints go."""
-    metrics = f"{args.output_dir}/metrics.jsonl" if args.output_dir else "not written (no output_dir)"
+    metrics = f"{args.output_dir}/metrics.jsonl" if args.output_dir else \
+        "not written (no output_dir)"
     tb = str(tensorboard_dir) if tensorboard_dir else "off"
     ckpt = args.checkpoint_root if args.save_episode_interval and args.checkpoint_root else \
         f"off (save_episode_interval={args.save_episode_interval})"

@@ -13,7 +13,8 @@ import torch
 import flowrl
 from flowrl import TorchModule
 from flowrl.models.torch_module import CheckpointMismatchError
-from flowrl.runtime.checkpoint import MANIFEST, CheckpointError, CheckpointManager, CheckpointWarning
+from flowrl.runtime.checkpoint import (MANIFEST, CheckpointError, CheckpointManager,
+                                       CheckpointWarning)
 
 
 def _two_checkpoints(tmp_path):
@@ -111,8 +112,9 @@ def test_resuming_a_model_with_renamed_parameters_names_them():
     old.setup()
     state = old.state_dict_for_checkpoint()
     state["model"] = {f"layer.{k}": v for k, v in state["model"].items()}
-    with pytest.raises(CheckpointMismatchError, match=r"model 'head'.*weight: missing from the "
-                                                      r"checkpoint.*layer.weight: in the checkpoint"):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"model 'head'.*weight: missing from the checkpoint.*"
+                             r"layer.weight: in the checkpoint"):
         old.load_checkpoint_state(state)
 
 
