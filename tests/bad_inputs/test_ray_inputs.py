@@ -135,7 +135,8 @@ class HoldsASocket(Learner):
 
 @pytest.mark.parametrize("echo_cls, trainer_cls, culprit, attribute", [
     (HoldsALock, Learner, "'echo' (HoldsALock)", r"self\.lock \(lock\)"),
-    (HoldsAGenerator, Learner, "'echo' (HoldsAGenerator)", r"self\.cache\['stream'\] \(generator\)"),
+    (HoldsAGenerator, Learner, "'echo' (HoldsAGenerator)",
+     r"self\.cache\['stream'\] \(generator\)"),
     (Echo, HoldsASocket, "'trainer' (HoldsASocket)", r"self\.conn \(socket\)"),
 ])
 def test_unpicklable_modules_name_model_and_attribute(echo_cls, trainer_cls, culprit, attribute):
