@@ -140,7 +140,8 @@ def _numbered(path: str, i: int, n: int) -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user can get wrong (a bad config, YAML, a missing file): reported as
-    ``error: <message>`` with exit status 2, never with a traceback."""
+    ``error: <message>`` with exit status 1, never with a traceback (a missing target or
+    stray arguments, usage errors, exit with 2 as argparse's do)."""
     import yaml
 
     return (FlowRLError, yaml.YAMLError, OSError)
@@ -234,7 +235,7 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
         return _render(args, schedules, profiles)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1
     except Exception:  # a bug in flowrl or in the user's script: keep the traceback
         traceback.print_exc()
         return 1
@@ -261,7 +262,7 @@ def _bench(what: str, argv: list[str]) -> int:
         return int(module.main(argv) or 0)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -56,17 +56,17 @@ def test_explain_errors_are_reported(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "missing.py")]) == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("cluster: 8xH100-80GB\nmodels:\n  policy: {}\n")
-    assert main(["explain", str(bad)]) == 2
+    assert main(["explain", str(bad)]) == 1
     assert "six sections" in capsys.readouterr().err
     cfg = yaml.safe_load(PLAN_70B.read_text())
     del cfg["models"]["value"]["num_params"], cfg["models"]["value"]["num_layers"]
     nosize = tmp_path / "nosize.yaml"
     nosize.write_text(yaml.safe_dump(cfg))
-    assert main(["explain", str(nosize)]) == 2
+    assert main(["explain", str(nosize)]) == 1
     assert "models.value.num_params" in capsys.readouterr().err
     script = tmp_path / "nolearn.py"
     script.write_text("print('hello')\n")
-    assert main(["explain", str(script), "--cluster", "local"]) == 2
+    assert main(["explain", str(script), "--cluster", "local"]) == 1
     assert "never called engine.learn()" in capsys.readouterr().err
 
 
@@ -76,7 +76,7 @@ def test_bench_placement_runs(tmp_path, capsys):
     assert "best strategy count" in capsys.readouterr().out
 
 
-def test_user_errors_exit_2_without_a_traceback(tmp_path, capsys):
+def test_user_errors_exit_1_without_a_traceback(tmp_path, capsys):
     broken = tmp_path / "broken.yaml"
     broken.write_text("models: [policy\n")
     zero = tmp_path / "zero.yaml"
@@ -84,9 +84,9 @@ def test_user_errors_exit_2_without_a_traceback(tmp_path, capsys):
     cfg["cluster"] = "8xH100-0GB"
     zero.write_text(yaml.safe_dump(cfg))
     for target, needle in ((broken, "broken.yaml"), (zero, "device_memory_gb")):
-        assert main(["explain", str(target)]) == 2
+        assert main(["explain", str(target)]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and needle in err and "Traceback" not in err
-    assert main(["explain", str(PLAN_70B), "--profile", str(tmp_path / "no_run")]) == 2
+    assert main(["explain", str(PLAN_70B), "--profile", str(tmp_path / "no_run")]) == 1
     err = capsys.readouterr().err
     assert "no op profile at" in err and "Traceback" not in err

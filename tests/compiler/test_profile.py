@@ -101,11 +101,11 @@ def test_profile_without_schedule_needs_a_cluster(run_dir, tmp_path, capsys):
     (bare / "op_profile.jsonl").write_text((run_dir / "op_profile.jsonl").read_text())
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(sized_config()))
-    assert main(["explain", str(cfg), "--profile", str(bare)]) == 2
+    assert main(["explain", str(cfg), "--profile", str(bare)]) == 1
     assert "pass --cluster" in capsys.readouterr().err
     assert main(["explain", str(cfg), "--profile", str(bare), "--cluster", "local:1"]) == 0
     assert "no schedule.json" in capsys.readouterr().out
-    assert main(["explain", str(cfg), "--profile", str(tmp_path / "nothing")]) == 2
+    assert main(["explain", str(cfg), "--profile", str(tmp_path / "nothing")]) == 1
     assert "no op profile" in capsys.readouterr().err
 
 
