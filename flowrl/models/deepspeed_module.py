@@ -168,12 +168,23 @@ class DeepSpeedModule(TorchModule):
                 f"for gradient_accumulation_steps={gas} (train_global_batch_size / "
                 f"train_micro_batch_size / world size)")
         stats: dict[str, float] = {}
-        for mb in micro_batches:
+        losses: list[torch.Tensor] = []
+        finite = True
+        for i, mb in enumerate(micro_batches):
             loss, s = loss_fn(self.engine, mb)
             self.engine.backward(loss)
+            losses.append(loss.detach().float().reshape(()))
+            # the last step() is the optimizer step: TorchModule's non-finite check first
+            # (skip_batch zeroes the gradients, so no NaN reaches the weights)
+            if i == gas - 1:
+                finite = self._step_is_finite(torch.stack(losses), None)
+                if not finite:
+                    self.engine.zero_grad()
             self.engine.step()
             for k, v in {"loss": loss, **s}.items():
                 stats[k] = stats.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / gas
+        if not finite:
+            return {}  # skip_batch: counted by _step_is_finite, no NaN in the metrics
         norm = self.engine.get_global_grad_norm()
         if norm is not None:
             stats["grad_norm"] = float(norm)

@@ -278,9 +278,11 @@ class MegatronModule(TorchModule):
         self.optimizer.zero_grad(set_to_none=True)
         n = len(micro_batches)
         stats: dict[str, float] = {}
+        losses: list[torch.Tensor] = []
         for mb in micro_batches:
             loss, s = loss_fn(mb)
             (loss / n).backward()
+            losses.append(loss.detach().float().reshape(()))
             for k, v in {"loss": loss, **s}.items():
                 stats[k] = stats.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / n
         dp = parallel_state.get_data_parallel_world_size()
@@ -291,6 +293,8 @@ class MegatronModule(TorchModule):
                     dist.all_reduce(p.grad, group=group)
                     p.grad /= dp
         stats["grad_norm"] = self.clip_grad_norm(self.model_args.get("max_grad_norm", 1.0))
+        if not self._step_is_finite(torch.stack(losses), stats["grad_norm"]):
+            return {}  # the same pre-step non-finite check as TorchModule's
         self.optimizer.step()
         return stats
 

@@ -8,7 +8,7 @@ import torch
 
 from flowrl.errors import FlowRLError
 from flowrl.models.base import BaseModule, nonfinite_policy
-from flowrl.runtime.guards import SKIPPED_METRIC, NonFiniteError, first_nonfinite
+from flowrl.models.finite import SKIPPED_METRIC, NonFiniteError, first_nonfinite
 
 _ALL_STATE = ("weights", "grads", "optimizer")
 
