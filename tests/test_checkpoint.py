@@ -14,6 +14,8 @@ import torch
 
 import flowrl
 from flowrl.errors import ConfigError
+from flowrl.ir import Schedule
+from flowrl.runtime.executor import LocalExecutor
 from flowrl.runtime.checkpoint import (MANIFEST, CheckpointError, CheckpointManager,
                                        CheckpointWarning, preserved_rng, rng_state,
                                        set_rng_state)
@@ -246,10 +248,8 @@ def test_an_offloaded_module_is_checkpointed_whole_and_stays_offloaded(tmp_path)
     exp_avg = m.optimizer.state[m.model.weight]["exp_avg"].clone()
     m.offload()
 
-    class NoStateExecutor:
-        episode = 0
-
-    runner = EpisodeRunner(NoStateExecutor(), cfg, None, None, modules={"lin": m})
+    runner = EpisodeRunner(LocalExecutor(Schedule({}, {}), {"lin": m}), cfg, None, None,
+                           modules={"lin": m})
     state = runner.module_states()["lin"]
     assert m.is_offloaded and m.model.weight.numel() == 0
     for k, v in expected.items():
@@ -278,9 +278,6 @@ def test_optimizer_and_scheduler_state_survive_a_save_and_load(tmp_path):
             self.optimizer.step()
             self.scheduler.step()
 
-    class Exec:
-        episode = 0
-
     cfg = flowrl.init({"models": {"a": {}}})
     a = Sched("a")
     a.setup()
@@ -288,12 +285,14 @@ def test_optimizer_and_scheduler_state_survive_a_save_and_load(tmp_path):
         a.step()
     mgr = CheckpointManager(tmp_path)
     mgr.save(3, {f"modules/{n}": s for n, s in
-                 EpisodeRunner(Exec(), cfg, None, None, modules={"a": a}).module_states().items()})
+                 EpisodeRunner(LocalExecutor(Schedule({}, {}), {"a": a}), cfg, None, None,
+                               modules={"a": a}).module_states().items()})
 
     flowrl.init({"models": {"a": {}}})
     b = Sched("a")
     b.setup()
-    EpisodeRunner(Exec(), cfg, None, None, modules={"a": b}).load_module_states(
+    EpisodeRunner(LocalExecutor(Schedule({}, {}), {"a": b}), cfg, None, None,
+                  modules={"a": b}).load_module_states(
         mgr.load_latest().modules())
     assert b.scheduler.last_epoch == 3 and b.optimizer.param_groups[0]["lr"] == 0.1 * 0.5 ** 3
     a.step(), b.step()  # the next step is the same in both

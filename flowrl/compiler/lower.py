@@ -6,7 +6,8 @@ This is the plan the embedded runtime uses when no cluster is given. :func:`comp
 
 from __future__ import annotations
 
-from flowrl.ir import FlowGraph, Op, Schedule
+from flowrl.config import ModelConfig
+from flowrl.ir import FlowGraph, Mesh, Op, Schedule, WorkerGroup, group_workers
 
 
 def call_ops(graph: FlowGraph) -> list[Op]:
@@ -19,8 +20,31 @@ def sync_ops(sync: list[tuple[str, str]]) -> list[Op]:
     return [Op("sync", dst, src=src) for src, dst in sync]
 
 
-def lower(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]]) -> Schedule:
-    """A schedule of every role's calls, plus the parameter sync after training."""
+def config_worker_groups(configs: dict[str, ModelConfig]) -> list[WorkerGroup]:
+    """Worker groups without a cluster: the models of one ``colocation_group`` share
+    devices (as many as its largest model needs), every other model gets its own
+    ``total_devices``; data parallelism is each model's ``dp_size``."""
+    meshes: dict[str, Mesh] = {}
+    starts: dict[str, int] = {}  # colocation group -> its first device
+    sizes: dict[str, int] = {}
+    for m, c in configs.items():
+        key = c.colocation_group or f"<{m}>"
+        sizes[key] = max(sizes.get(key, 0), c.total_devices)
+    next_device = 0
+    for m, c in configs.items():
+        key = c.colocation_group or f"<{m}>"
+        if key not in starts:
+            starts[key], next_device = next_device, next_device + sizes[key]
+        first = starts[key]
+        meshes[m] = Mesh(tuple(range(first, first + max(1, c.total_devices))), dp=c.dp_size)
+    return group_workers(meshes, list(configs))  # shared devices -> one group
+
+
+def lower(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
+          configs: dict[str, ModelConfig] | None = None) -> Schedule:
+    """A schedule of every role's calls, plus the parameter sync after training; with the
+    models' ``configs``, also their worker groups (:func:`config_worker_groups`)."""
     ops = {role: call_ops(g) for role, g in graphs.items()}
     ops["sync"] = sync_ops(sync)
-    return Schedule(graphs=dict(graphs), ops=ops, strategy="none")
+    groups = config_worker_groups(configs) if configs else []
+    return Schedule(graphs=dict(graphs), ops=ops, strategy="none", worker_groups=groups)

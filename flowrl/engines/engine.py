@@ -21,7 +21,7 @@ from flowrl.models.base import BaseModule
 from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset, check_prompts
 from flowrl.runtime.episodes import EpisodeRunner
-from flowrl.runtime.executor import LocalExecutor, write_op_profile
+from flowrl.runtime.protocol import Executor, write_op_profile
 from flowrl.runtime.factory import make_executor
 from flowrl.runtime.metrics import MetricsLogger, aggregate
 from flowrl.runtime.rundir import describe_run_dirs, resolve_run_dirs
@@ -131,7 +131,7 @@ class Engine:
         self.sync_pairs = self._check_sync(sync or {})
         self.prompts: list | None = None
         self.evaluator: Evaluator | None = None
-        self.executor: LocalExecutor | None = None
+        self.executor: Executor | None = None
         # 1-based episode a learn() stopped in (any exception or Ctrl-C); None: healthy
         self._failed_at: int | None = None
         self.runner: EpisodeRunner | None = None
@@ -229,7 +229,8 @@ class Engine:
         """
         cluster = cluster if cluster is not None else self.config.cluster
         if cluster is None:
-            self.schedule = lower(self.graphs, self.sync_pairs)
+            self.schedule = lower(self.graphs, self.sync_pairs,
+                                  {n: self.config.model(n) for n in self.modules})
         else:
             from flowrl.compiler import compile_schedule
 
@@ -258,11 +259,9 @@ class Engine:
         executor = make_executor(schedule, self.modules, self.config)
         try:
             executor.setup()
-            if hasattr(executor, "check_sync_pairs"):
-                executor.check_sync_pairs(self.sync_pairs)
+            executor.check_sync_pairs(self.sync_pairs)
         except BaseException:
-            if hasattr(executor, "shutdown"):
-                executor.shutdown()
+            executor.shutdown()
             raise
         self.executor = executor
         owner = _first_dataset_module(self.graphs["rollout"], self.modules, self.graphs["train"])
@@ -343,12 +342,11 @@ class Engine:
                 from flowrl.compiler.profile import write_schedule
 
                 write_schedule(self.executor.schedule, out_dir)
-            if hasattr(self.executor, "write_trace"):
-                self.executor.write_trace(Path(out_dir) / "runtime_trace.json")
+            self.executor.write_trace(Path(out_dir) / "runtime_trace.json")
 
     def shutdown(self) -> None:
         """Release the executor's processes (Ray actors and placement groups)."""
-        if self.executor is not None and hasattr(self.executor, "shutdown"):
+        if self.executor is not None:
             self.executor.shutdown()  # Ray: each worker's modules shut down with their process
         else:
             for m in self.modules.values():

@@ -1,108 +1,37 @@
-"""Batch plumbing: merging call outputs, splitting batches into samples, padding, prompts."""
+"""Prompts and datasets: checking what ``set_dataset`` and ``build_dataset`` give, and the
+seeded, resumable prompt stream. Batches themselves are :class:`flowrl.runtime.batch.Batch`
+(the functions below are its short forms, kept for callers that import them from here)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from flowrl.errors import (BatchError, ConfigError, DatasetError, DatasetTypeError,
-                           KeyCollisionError)
-
-Batch = dict[str, Any]
+from flowrl.errors import ConfigError, DatasetError, DatasetTypeError
+from flowrl.runtime.batch import Batch
 
 
 def merge_outputs(parts: list[tuple[str, Batch]], where: str) -> Batch:
-    """Union of several producers' dicts; a key produced twice is an error, never overwritten."""
-    merged: Batch = {}
-    owner: dict[str, str] = {}
-    for label, part in parts:
-        for k, v in part.items():
-            if k in merged:
-                raise KeyCollisionError(
-                    f"key '{k}' is produced by both {owner[k]} and {label}, which both feed "
-                    f"{where}; rename one of them")
-            merged[k] = v
-            owner.setdefault(k, label)
-    return merged
+    """Union of several producers' dicts (:meth:`Batch.merge`)."""
+    return Batch.merge(parts, where)
 
 
-def _as_rows(value: Any) -> torch.Tensor | np.ndarray | Sequence | None:
-    """``value`` as something with one row per sample, or ``None`` for a batch-level value.
-
-    Per-sample: tensors and numpy arrays with a dimension, any other array-like (anything with
-    ``__array__``: pandas, JAX, ...; converted with ``np.asarray``), lists, tuples and other
-    sequences except ``str``/``bytes``. Everything else (numbers, strings, dicts, 0-d arrays)
-    is batch-level.
-    """
-    if isinstance(value, torch.Tensor):
-        return value if value.dim() > 0 else None
-    if not isinstance(value, np.ndarray) and hasattr(value, "__array__"):
-        value = np.asarray(value)
-    if isinstance(value, np.ndarray):
-        return value if value.ndim > 0 else None
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
-        return value
-    return None
+def batch_size_of(batch: dict[str, Any]) -> int:
+    """Number of samples in a batch dict (:attr:`Batch.size`)."""
+    return Batch(batch).size
 
 
-def batch_size_of(batch: Batch) -> int:
-    """Number of samples in a batch dict (length of its first per-sample value)."""
-    for v in batch.values():
-        rows = _as_rows(v)
-        if rows is not None:
-            return len(rows)
-    raise BatchError(f"cannot tell the batch size of a batch with keys {sorted(batch)}: none "
-                     f"holds a tensor, array or list with one row per sample")
+def split_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A batch dict -> one dict per sample (:meth:`Batch.samples`)."""
+    return Batch(batch).samples()
 
 
-def split_batch(batch: Batch) -> list[Batch]:
-    """A batch dict -> one dict per sample; every per-sample value (see ``_as_rows``) is split
-    on its first dimension, a batch-level value is carried by every sample."""
-    n = batch_size_of(batch)
-    samples: list[Batch] = [{} for _ in range(n)]
-    for k, v in batch.items():
-        rows = _as_rows(v)
-        if rows is None:
-            rows = [v] * n  # batch-level scalar: every sample carries it
-        elif len(rows) != n:
-            what = "items" if isinstance(rows, Sequence) else "rows"
-            raise BatchError(f"key '{k}' has {len(rows)} {what} but the batch has {n} samples")
-        elif isinstance(rows, torch.Tensor):
-            rows = rows.unbind(0)
-        for s, r in zip(samples, rows):
-            s[k] = r
-    return samples
-
-
-def collate_samples(samples: list[Batch]) -> Batch:
-    """Per-sample dicts -> a batch dict; tensors of unequal length are right-padded with 0.
-
-    Padding with 0 is safe because flowrl's losses always multiply by a mask that is 0 there.
-    """
-    out: Batch = {}
-    for k in samples[0]:
-        vals = [s[k] for s in samples]
-        if isinstance(vals[0], torch.Tensor):
-            if vals[0].dim() == 0:
-                out[k] = torch.stack(vals)
-            elif all(v.shape == vals[0].shape for v in vals):
-                out[k] = torch.stack(vals)
-            else:
-                shape = [max(v.shape[d] for v in vals) for d in range(vals[0].dim())]
-                padded = vals[0].new_zeros([len(vals), *shape])
-                for i, v in enumerate(vals):
-                    padded[(i, *[slice(0, n) for n in v.shape])] = v
-                out[k] = padded
-        elif all(isinstance(v, (np.ndarray, np.generic)) for v in vals) and \
-                all(np.shape(v) == np.shape(vals[0]) for v in vals):
-            out[k] = np.stack(vals)  # split numpy rows go back together as one array
-        else:
-            out[k] = list(vals)
-    return out
+def collate_samples(samples: list[dict[str, Any]]) -> Batch:
+    """Per-sample dicts -> a batch, tensors right-padded with 0 (:meth:`Batch.collate`)."""
+    return Batch.collate(samples)
 
 
 def check_prompts(prompts: Any, where: str = "set_dataset") -> list:

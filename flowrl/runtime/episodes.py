@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,44 +27,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from flowrl.config import FlowRLConfig
 from flowrl.errors import FlowRLError
 from flowrl.models.base import BaseModule
-from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, load_module_checkpoint_state,
-                                      module_checkpoint_state, preserved_rng, rng_state,
-                                       set_rng_state)
-from flowrl.runtime.data import Batch, PromptStream
-from flowrl.runtime.executor import FlowResult
+from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, preserved_rng, rng_state,
+                                      set_rng_state)
+from flowrl.compiler.resources import episode_spec
+from flowrl.runtime.batch import Batch
+from flowrl.runtime.data import PromptStream
+from flowrl.runtime.protocol import Executor, FlowResult
 from flowrl.runtime.guards import check_weights
 from flowrl.runtime.resume import config_changes, config_record, flat_tensors
 from flowrl.runtime.metrics import MetricsLogger, aggregate
 from flowrl.runtime.replay import ReplayBuffer
 
 
-class Executor(Protocol):
-    episode: int
-
-    def setup(self) -> None: ...
-
-    def run(self, role: str, data: Any, iteration: int) -> FlowResult: ...
-
-    def run_many(self, role: str, batches: list[Any], first_iteration: int
-                 ) -> Iterator[FlowResult]: ...
-
-    def build_dataset(self, model: str, prompts: list, is_eval: bool) -> Any: ...
-
-
-def repeat_samples(batch: Batch, n: int) -> Batch:
-    """Every sample of ``batch`` ``n`` times in a row (tensors along dim 0, lists item by item;
-    batch-level scalars stay as they are)."""
-    if n == 1:
-        return batch
-    out: Batch = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            out[k] = v.repeat_interleave(n, 0)
-        elif isinstance(v, (list, tuple)):
-            out[k] = [x for x in v for _ in range(n)]
-        else:
-            out[k] = v
-    return out
+def repeat_samples(batch: dict[str, Any], n: int) -> dict[str, Any]:
+    """Every sample of ``batch`` ``n`` times in a row (:meth:`Batch.repeat_interleave`)."""
+    return batch if n == 1 else Batch(batch).repeat_interleave(n)
 
 
 class EpisodeRunner:
@@ -80,6 +57,8 @@ class EpisodeRunner:
         self.modules = modules or {}
         self.checkpoints = checkpoints
         self.args = config.runtime_args
+        #: the episode's shape: role order, rollout runs, syncs (read here, not re-derived)
+        self.spec = episode_spec(self.args, has_eval=evaluate is not None)
         self.buffer = ReplayBuffer()
         self.train_iteration = 0
         self.episode = 0  # episodes completed
@@ -137,23 +116,14 @@ class EpisodeRunner:
         self.logger.restore(state["metrics"])
 
     def module_states(self) -> dict[str, Any]:
-        get = getattr(self.executor, "module_states", None)
-        if get is not None:  # an executor whose modules live elsewhere (Ray actors)
-            return get()
-        return {name: module_checkpoint_state(m) for name, m in self.modules.items()}
+        return self.executor.module_states()
 
     def load_module_states(self, states: dict[str, Any]) -> None:
         missing = sorted(set(self.modules) - set(states))
         if missing:
             raise FlowRLError(f"the checkpoint has no state for model(s) {', '.join(missing)}; "
                               f"it was written by an engine with other models")
-        states = {n: states[n] for n in self.modules}
-        load = getattr(self.executor, "load_module_states", None)
-        if load is not None:
-            load(states)
-            return
-        for name, m in self.modules.items():
-            load_module_checkpoint_state(m, states[name])
+        self.executor.load_module_states({n: states[n] for n in self.modules})
 
     def save_checkpoint(self) -> Path:
         """Checkpoint the state after ``self.episode`` episodes (atomically)."""
@@ -192,19 +162,35 @@ class EpisodeRunner:
         return ckpt
 
     def run_episode(self, progress: Progress | None = None) -> dict[str, float]:
-        a = self.args
+        """One episode: the spec's roles in order (eval is run by :meth:`run`), timed."""
         self.executor.episode = self.episode
+        phases = {"rollout": self._rollout, "train": self._train, "sync": self._sync}
         entries: list[tuple[str, float, str]] = []
-        n_batches = a.sample_per_episode // a.generation_batch_size
-        task = progress.add_task(f"  rollout {self.episode + 1}", total=n_batches) if progress else None
+        seconds: dict[str, float] = {}
+        syncs = []
+        t_start = time.perf_counter()
+        for role in self.spec.roles:
+            if role not in self.spec.repeats:
+                continue  # eval follows only some episodes: run() decides
+            t0 = time.perf_counter()
+            for res in phases[role](progress):
+                entries += res.metrics
+                syncs += res.syncs
+            seconds[role] = time.perf_counter() - t0
+        return self._episode_metrics(entries, seconds, syncs, time.perf_counter() - t_start)
 
-        t0 = time.perf_counter()
+    def _rollout(self, progress: Progress | None) -> list[FlowResult]:
+        """The spec's rollout runs (pipelined by a distributed executor) into the buffer."""
+        n_batches = self.spec.rollout_runs
+        task = progress.add_task(f"  rollout {self.episode + 1}", total=n_batches) \
+            if progress else None
         self.buffer.clear()
-        n = a.num_inference_per_prompt
+        n = self.args.num_inference_per_prompt
         batches = [repeat_samples(self.prompts.next(), n) for _ in range(n_batches)]
+        results = []
         # run_many lets a distributed executor pipeline the batches across devices.
         for res in self.executor.run_many("rollout", batches, self.episode * n_batches):
-            entries += res.metrics
+            results.append(res)
             if task is not None:
                 progress.advance(task)
             if res.skipped is not None:  # on_nonfinite: skip_batch dropped it (counted)
@@ -215,8 +201,13 @@ class EpisodeRunner:
             self.buffer.add_batch(res.output)
         if task is not None:
             progress.remove_task(task)
-        t1 = time.perf_counter()
+        return results
 
+    def _train(self, progress: Progress | None) -> list[FlowResult]:
+        """``num_training_epoch`` passes over the buffer in global batches. The number of
+        batches is the buffer's (the spec's ``train_runs`` when the rollout flow keeps every
+        sample; fewer when it reduces them, as online DPO's pairs do)."""
+        a = self.args
         per_epoch = len(self.buffer) // a.train_global_batch_size
         if per_epoch == 0:
             raise FlowRLError(
@@ -226,6 +217,7 @@ class EpisodeRunner:
                 f"one pair per prompt) size the global batch to what it returns")
         task = progress.add_task(f"  train {self.episode + 1}", total=per_epoch *
                                  a.num_training_epoch) if progress else None
+        results = []
         for epoch in range(a.num_training_epoch):
             gen = None
             if a.shuffle:
@@ -233,29 +225,31 @@ class EpisodeRunner:
                     (a.seed * 7919 + self.episode) * 1009 + epoch)
             for global_batch in self.buffer.global_batches(
                     a.train_global_batch_size, a.train_micro_batch_size, gen):
-                res = self.executor.run("train", global_batch, self.train_iteration)
+                results.append(self.executor.run("train", global_batch, self.train_iteration))
                 self.train_iteration += 1
-                entries += res.metrics
                 if task is not None:
                     progress.advance(task)
         if task is not None:
             progress.remove_task(task)
-        t2 = time.perf_counter()
+        return results
 
-        sync = self.executor.run("sync", None, self.episode)
-        t3 = time.perf_counter()
+    def _sync(self, progress: Progress | None) -> list[FlowResult]:
+        """The spec's parameter syncs (trainer weights -> inference twins)."""
+        return [self.executor.run("sync", None, self.episode) for _ in range(self.spec.syncs)]
 
+    def _episode_metrics(self, entries: list[tuple[str, float, str]],
+                         seconds: dict[str, float], syncs: list, total: float
+                         ) -> dict[str, float]:
+        """The episode's metrics row: aggregated call metrics, times, throughput, sync."""
         metrics = aggregate(entries)
-        rollout_s, train_s, sync_s = t1 - t0, t2 - t1, t3 - t2
+        rollout_s = seconds.get("rollout", 0.0)
         for name, value, how in entries:
             if how == "sum" and name.endswith("tokens") and rollout_s > 0:
                 metrics[f"{name}_per_s"] = metrics[name] / rollout_s
-        metrics.update({
-            "time/rollout_s": rollout_s, "time/train_s": train_s, "time/sync_s": sync_s,
-            "time/episode_s": t3 - t0, "samples": float(len(self.buffer)),
-        })
-        if sync.syncs:
-            nbytes = sum(s.bytes for s in sync.syncs)
+        metrics.update({f"time/{r}_s": seconds.get(r, 0.0) for r in ("rollout", "train", "sync")})
+        metrics.update({"time/episode_s": total, "samples": float(len(self.buffer))})
+        if syncs:
+            nbytes = sum(s.bytes for s in syncs)
             metrics["sync/bytes"] = float(nbytes)
-            metrics["sync/gbps"] = nbytes / max(sync_s, 1e-9) / 1e9
+            metrics["sync/gbps"] = nbytes / max(seconds.get("sync", 0.0), 1e-9) / 1e9
         return metrics

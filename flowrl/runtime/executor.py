@@ -1,134 +1,98 @@
-"""``LocalExecutor``: runs a compiled :class:`~flowrl.compiler.ir.Schedule` in this process.
+"""``LocalExecutor``: runs a compiled :class:`~flowrl.ir.Schedule` in this process.
 
 It is a worker in veRL's sense: it knows nothing of tracing or episodes, only how to run the
-ops of one flow role (``rollout``, ``train``, ``eval``, ``sync``) on data it is handed.
+ops of one flow role (``rollout``, ``train``, ``eval``, ``sync``) on data it is handed. Each
+run walks the role's ops with :class:`LocalRun`, an :class:`~flowrl.ir.OpInterpreter`; a
+call goes through the one call protocol (:func:`flowrl.runtime.calls.run_call`).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import time
-import zlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
+from flowrl.errors import ConfigError
 from flowrl.ir import FLOW_INPUT, CallNode, Op, Schedule
-from flowrl.errors import ConfigError, FlowRLError, StageError
-from flowrl.models.base import BaseModule, nonfinite_policy
-from flowrl.runtime.data import Batch, merge_outputs
-from flowrl.runtime.guards import SKIPPED_METRIC, NonFiniteError, check_call_output
-from flowrl.runtime.sync import SyncStats, check_sync_compatible, sync_parameters
+from flowrl.ir.interpreter import OpInterpreter
+from flowrl.models.base import BaseModule
+from flowrl.runtime.batch import Batch
+from flowrl.runtime.calls import SetupError, call_seed  # noqa: F401 (imported from here)
+from flowrl.runtime.calls import CallContext, merge_inputs, run_call, setup_modules
+from flowrl.runtime.checkpoint import load_module_checkpoint_state, module_checkpoint_state
+from flowrl.runtime.protocol import (FlowResult, OpRecord, write_op_profile,  # noqa: F401
+                                     write_trace_events)
+from flowrl.runtime.sync import check_sync_compatible, sync_parameters
 
 
-class SetupError(FlowRLError):
-    """A module's ``setup()`` raised; the message names the model and class, the cause is
-    chained."""
+class LocalRun(OpInterpreter):
+    """One run of a flow role on in-process modules: values flow between calls in a dict."""
 
+    def __init__(self, executor: "LocalExecutor", data: Any, iteration: int) -> None:
+        super().__init__(executor.schedule)
+        self.ex, self.iteration = executor, iteration
+        self.values: dict[str, Any] = {FLOW_INPUT: data}
+        self.result = FlowResult(None, self.values)
+        self.ctx = CallContext(executor.seed, executor.episode + 1, executor.on_nonfinite)
 
-@dataclass
-class FlowResult:
-    """What running one flow produced."""
+    def run_op(self, op: Op) -> Any:
+        """Run one op, timing it into the executor's records (a call of a dropped batch is
+        not run and not recorded)."""
+        t0 = time.perf_counter()
+        moved = super().run_op(op)
+        if moved is not None:
+            self.ex.record(self.role, op, t0, moved)
+        return moved
 
-    output: Batch | None
-    values: dict[str, Any]
-    metrics: list[tuple[str, float, str]] = field(default_factory=list)
-    syncs: list[SyncStats] = field(default_factory=list)
-    #: set when ``on_nonfinite: skip_batch`` dropped this batch: "model.method key"
-    skipped: str | None = None
+    def call(self, op: Op, node: CallNode | None) -> int | None:
+        if self.result.skipped is not None:
+            return None  # the batch is dropped; offload/onload ops still keep residency right
+        data = merge_inputs(node, [(s, self.values[s]) for s in node.inputs])
+        outcome = run_call(self.ex.modules[op.model], node, data, self.iteration, self.ctx)
+        self.values[node.id] = outcome.out
+        self.result.metrics.extend(outcome.metrics)
+        self.result.skipped = outcome.skipped
+        return 0
 
+    def offload(self, op: Op) -> int:
+        moved = self.ex.modules[op.model].offload(op.what)
+        self.ex.offload_bytes += moved
+        self.ex.offload_ops += 1
+        return moved
 
-@dataclass
-class OpRecord:
-    """Measured time of one executed op (the profile that cost models can be checked against)."""
+    def onload(self, op: Op) -> int:
+        moved = self.ex.modules[op.model].onload(op.what)
+        self.ex.onload_bytes += moved
+        self.ex.onload_ops += 1
+        return moved
 
-    role: str
-    op: str
-    model: str
-    seconds: float
-    bytes: int = 0
+    def sync(self, op: Op) -> int:
+        stats = sync_parameters(self.ex.modules[op.src], self.ex.modules[op.model])
+        self.result.syncs.append(stats)
+        return stats.bytes
 
-
-def write_op_profile(records: list["OpRecord"], path: Path) -> Path:
-    """Measured op times, one JSON object per executed op (``flowrl explain --profile``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps(asdict(r)) + "\n")
-    return path
-
-
-def call_seed(seed: int, node_id: str, iteration: int) -> int:
-    """The RNG seed a call runs under: a function of the run's seed, the call and iteration.
-
-    Seeding every call this way makes sampling independent of which process runs the call
-    and of what ran before it, so the local and Ray runtimes, and a resumed run, draw the
-    same random numbers.
-    """
-    return (seed * 1_000_003 + zlib.crc32(node_id.encode()) * 7919 + iteration) % (2**63 - 1)
-
-
-def check_output(node: str, out: Any, is_train: bool, declared: list[str] | None) -> Any:
-    """A step's return value, checked: a dict (train_step: None or a dict of metrics) whose
-    keys match its ``@outputs`` declaration."""
-    if is_train:
-        if out is not None and not isinstance(out, dict):
-            raise StageError(f"{node} returned {type(out).__name__}; train_step returns None or "
-                             f"a dict of metrics")
-        return out or {}
-    if not isinstance(out, dict):
-        raise StageError(f"{node} returned {type(out).__name__}; a step method returns a dict "
-                         f"of new keys")
-    if declared is not None and sorted(out) != declared:
-        raise StageError(f"{node} returned keys {sorted(out)} but declared @outputs"
-                         f"{tuple(declared)}; make them agree")
-    return out
-
-
-def call_metrics(model: str, logged: list[tuple[str, float, str]], out: Any,
-                 is_train: bool) -> list[tuple[str, float, str]]:
-    """Metrics of one call: what the module logged, plus a train_step's returned dict."""
-    entries = [(f"{model}/{n}", v, r) for n, v, r in logged]
-    if is_train:
-        entries += [(f"{model}/{k}", float(v), "mean") for k, v in out.items()]
-    return entries
-
-
-def describe(value: Any) -> str:
-    """Short description of a batch for error messages (keys and shapes)."""
-    if isinstance(value, list):
-        return f"list of {len(value)} micro-batches" + (f", first: {describe(value[0])}" if value else "")
-    if isinstance(value, dict):
-        parts = []
-        for k, v in list(value.items())[:12]:
-            parts.append(f"{k}:{tuple(v.shape)}" if isinstance(v, torch.Tensor) else
-                         f"{k}:{type(v).__name__}")
-        return "{" + ", ".join(parts) + (", ..." if len(value) > 12 else "") + "}"
-    return type(value).__name__
-
-
-def call_failure(call: CallNode, module: Any, episode: int, iteration: int, data: Any,
-                 error: BaseException) -> StageError:
-    """The error for a call that raised, the same in every runtime: call id, model,
-    class.method, episode (1-based), iteration, call site, input and the real cause."""
-    return StageError(
-        f"{call.id} failed (model '{call.model}', {type(module).__name__}.{call.method}, "
-        f"episode {episode}, iteration {iteration}, called at {call.source}) on input "
-        f"{describe(data)}: {type(error).__name__}: {error}")
+    def end(self, role: str, ops: list[Op]) -> FlowResult:
+        graph = self.graphs.get(role)
+        if graph is not None and graph.outputs and self.result.skipped is None:
+            parts = [(n, self.values[n]) for n in graph.outputs]
+            self.result.output = parts[0][1] if len(parts) == 1 else Batch.merge(
+                parts, f"the result of flow '{graph.name}'")
+        return self.result
 
 
 class LocalExecutor:
-    """Runs schedule ops on in-process modules, counting offloads and timing every op."""
+    """Runs schedule ops on in-process modules, counting offloads and timing every op.
+    Implements :class:`~flowrl.runtime.protocol.Executor`."""
 
     def __init__(self, schedule: Schedule, modules: dict[str, BaseModule], seed: int = 0,
                  on_nonfinite: str | None = None) -> None:
         self.schedule = schedule
         self.seed = seed
-        self.on_nonfinite = on_nonfinite or nonfinite_policy()  # default: the active config
+        self.on_nonfinite = on_nonfinite or "raise"  # make_executor passes the config's
         self.modules = modules
         self.records: list[OpRecord] = []
+        self.trace_events: list[dict] = []
         self.offload_bytes = 0
         self.onload_bytes = 0
         self.offload_ops = 0
@@ -136,14 +100,7 @@ class LocalExecutor:
         self.episode = 0
 
     def setup(self) -> None:
-        for name, m in self.modules.items():
-            try:
-                m.ensure_setup()
-            except FlowRLError:
-                raise
-            except Exception as e:  # name the module; the real cause stays chained
-                raise SetupError(f"setup() of model '{name}' ({type(m).__name__}) failed: "
-                                 f"{type(e).__name__}: {e}") from e
+        setup_modules(self.modules)
 
     def check_sync_pairs(self, pairs: list[tuple[str, str]]) -> None:
         """Right after setup: every sync pair has weights of the same names and shapes (an
@@ -172,77 +129,28 @@ class LocalExecutor:
 
     def run(self, role: str, data: Any, iteration: int) -> FlowResult:
         """Run every op of ``role`` on ``data`` (a batch dict, or micro-batches for train)."""
-        graph = self.schedule.graphs.get(role)
-        values: dict[str, Any] = {FLOW_INPUT: data}
-        result = FlowResult(None, values)
-        for op in self.schedule.ops_for(role):
-            if result.skipped is not None and op.kind == "call":
-                continue  # the batch is dropped; offload/onload ops still keep residency right
-            t0 = time.perf_counter()
-            moved = self._run_op(role, op, values, iteration, result)
-            self.records.append(OpRecord(role, op.label(), op.model, time.perf_counter() - t0, moved))
-        if graph is not None and graph.outputs and result.skipped is None:
-            parts = [(n, values[n]) for n in graph.outputs]
-            result.output = parts[0][1] if len(parts) == 1 else merge_outputs(
-                parts, f"the result of flow '{graph.name}'")
-        return result
+        return LocalRun(self, data, iteration).run(role)
 
-    def _run_op(self, role: str, op: Op, values: dict[str, Any], iteration: int,
-                result: FlowResult) -> int:
-        module = self.modules[op.model]
-        if op.kind == "call":
-            call = self.schedule.graphs[role].call(op.node)
-            values[call.id] = self._call(call, module, values, iteration, result)
-            return 0
-        if op.kind == "offload":
-            moved = module.offload(op.what)
-            self.offload_bytes += moved
-            self.offload_ops += 1
-            return moved
-        if op.kind == "onload":
-            moved = module.onload(op.what)
-            self.onload_bytes += moved
-            self.onload_ops += 1
-            return moved
-        if op.kind == "sync":
-            stats = sync_parameters(self.modules[op.src], module)
-            result.syncs.append(stats)
-            return stats.bytes
-        raise FlowRLError(f"unknown op kind {op.kind!r}")
+    def record(self, role: str, op: Op, t0: float, moved: int) -> None:
+        """Record an op that started at ``t0`` (``perf_counter``) and just ended."""
+        seconds = time.perf_counter() - t0
+        self.records.append(OpRecord(role, op.label(), op.model, seconds, moved))
+        self.trace_events.append({"name": op.label(), "ph": "X", "pid": os.getpid(), "tid": 0,
+                                  "ts": t0 * 1e6, "dur": seconds * 1e6,
+                                  "args": {"model": op.model, "episode": self.episode + 1}})
 
-    def _inputs(self, call: CallNode, values: dict[str, Any]) -> Any:
-        parts = [(src, values[src]) for src in call.inputs]
-        if len(parts) == 1:
-            return parts[0][1]
-        if any(not isinstance(v, dict) for _, v in parts):
-            raise StageError(
-                f"{call.id} at {call.source} takes several inputs, so each must be a dict; got "
-                + ", ".join(f"{s}: {describe(v)}" for s, v in parts))
-        labels = [("the flow's input batch" if s == FLOW_INPUT else s, v) for s, v in parts]
-        return merge_outputs(labels, f"the inputs of {call.id} at {call.source}")
+    # ---- checkpoints, trace, shutdown --------------------------------------------------------
+    def module_states(self) -> dict[str, dict]:
+        return {name: module_checkpoint_state(m) for name, m in self.modules.items()}
 
-    def _call(self, call: CallNode, module: BaseModule, values: dict[str, Any], iteration: int,
-              result: FlowResult) -> Any:
-        data = self._inputs(call, values)
-        torch.manual_seed(call_seed(self.seed, call.id, iteration))
-        try:
-            out = getattr(module, call.method)(data, iteration)
-        except NonFiniteError as e:  # found inside the module: add the call site
-            raise e.located(call.method, self.episode + 1, iteration) from None
-        except FlowRLError:
-            raise
-        except Exception as e:  # keep the real cause, add where it happened
-            raise call_failure(call, module, self.episode + 1, iteration, data, e) from e
-        out = check_output(call.id, out, call.is_train,
-                           sorted(call.outputs) if call.outputs is not None else None)
-        bad = check_call_output(call.model, call.method, out, call.is_train, self.on_nonfinite,
-                                self.episode + 1, iteration)
-        logged = module.drain_logged()
-        if bad is not None:  # skip_batch: count it and keep NaN out of the metrics/buffer
-            result.metrics.append((f"{call.model}/{SKIPPED_METRIC}", 1.0, "sum"))
-            if call.is_train:  # the sync refuses non-finite weights if the step went ahead
-                out = {k: v for k, v in out.items() if k != bad}
-            else:  # a rollout batch: the rest of the flow is skipped and the batch dropped
-                result.skipped = f"{call.id} key '{bad}'"
-        result.metrics.extend(call_metrics(call.model, logged, out, call.is_train))
-        return out
+    def load_module_states(self, states: dict[str, dict]) -> None:
+        for name, state in states.items():
+            load_module_checkpoint_state(self.modules[name], state)
+
+    def write_trace(self, path: str | Path) -> Path:
+        """Chrome/Perfetto trace of every op as it really ran (one row: this process)."""
+        return write_trace_events(self.trace_events, path)
+
+    def shutdown(self) -> None:
+        for m in self.modules.values():
+            m.shutdown()

@@ -16,4 +16,4 @@ def make_executor(schedule: Schedule, modules: dict[str, BaseModule], config: Fl
         return RayExecutor(schedule, modules, config, seed)
     from flowrl.runtime.executor import LocalExecutor
 
-    return LocalExecutor(schedule, modules, seed)
+    return LocalExecutor(schedule, modules, seed, config.runtime_args.on_nonfinite)

@@ -1,32 +1,27 @@
-"""Which worker processes host which models: the runtime's reading of a schedule's placement.
+"""Which worker processes host which models: the schedule's worker groups, pinned to nodes.
 
-Models that share devices (same ``colocation_group``, or overlapping device sets in a compiled
-placement) share worker processes, so offloading one really frees memory for the other. Each
-group has as many replicas (processes) as its largest data-parallel size; a model with
-``dp`` replicas lives on the group's first ``dp`` workers. A group is pinned to the Ray nodes
-offering its models' ``ray_node_resource`` (unpinned models follow a pinned one).
+The compiler (and :func:`flowrl.compiler.lower.lower` for an uncompiled schedule) stores
+the worker groups in :attr:`Schedule.worker_groups <flowrl.ir.Schedule.worker_groups>`:
+models that share devices share worker processes, so offloading one really frees memory
+for the other; a group has as many replicas as its largest data-parallel size and a model
+with ``dp`` replicas lives on the group's first ``dp`` workers. The runtime only adds where
+each group may run: a group is pinned to the Ray nodes offering its models'
+``ray_node_resource`` (unpinned models follow a pinned one).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-import networkx as nx
+from dataclasses import dataclass, fields
 
 from flowrl.config import ModelConfig
 from flowrl.errors import ConfigError
+from flowrl.ir import WorkerGroup as ScheduledGroup
 
 
 @dataclass
-class WorkerGroup:
-    """Processes sharing one device mesh."""
+class WorkerGroup(ScheduledGroup):
+    """A schedule's worker group (processes sharing one device mesh) and its node pin."""
 
-    name: str
-    models: list[str]
-    replicas: int
-    devices: list[int]
-    dp: dict[str, int] = field(default_factory=dict)
     node_resource: str | None = None  # Ray custom resource its nodes must offer
 
 
@@ -43,44 +38,19 @@ def _pin(members: list[str], configs: dict[str, ModelConfig]) -> str | None:
     return distinct[0] if distinct else None
 
 
-def _placed(placement: Any, model: str, field: str) -> Any:
-    """A field of the compiled mesh of ``model`` (``Mesh`` or its dict form), if placed."""
-    entry = placement.get(model) if isinstance(placement, dict) else None
-    if entry is None:
-        return None
-    return entry.get(field) if isinstance(entry, dict) else getattr(entry, field, None)
+def worker_groups(groups: list[ScheduledGroup], configs: dict[str, ModelConfig],
+                  ) -> list[WorkerGroup]:
+    """The schedule's ``groups``, each pinned per its models' ``ray_node_resource``.
 
-
-def worker_groups(models: list[str], configs: dict[str, ModelConfig],
-                  placement: Any = None) -> list[WorkerGroup]:
-    """Group models into worker groups from the compiled placement, else from the config."""
-    g = nx.Graph()
-    g.add_nodes_from(models)
-    placed = {m: _placed(placement or {}, m, "devices") for m in models}
-    placed = {m: (list(d) if d is not None else None) for m, d in placed.items()}
-    if all(d is not None for d in placed.values()):
-        for a in models:
-            for b in models:
-                if a < b and set(placed[a]) & set(placed[b]):
-                    g.add_edge(a, b)
-    else:
-        by_group: dict[str, list[str]] = {}
-        for m in models:
-            if configs[m].colocation_group:
-                by_group.setdefault(configs[m].colocation_group, []).append(m)
-        for members in by_group.values():
-            nx.add_path(g, members)
-    groups, next_device = [], 0
-    for comp in sorted(nx.connected_components(g), key=lambda c: min(models.index(m) for m in c)):
-        members = sorted(comp, key=models.index)
-        # The compiled mesh decides data parallelism (colocate gives a model every device).
-        dp = {m: _placed(placement or {}, m, "dp") or configs[m].dp_size for m in members}
-        if all(placed[m] is not None for m in members):
-            devices = sorted(set().union(*(placed[m] for m in members)))
-        else:
-            n = max(configs[m].total_devices for m in members)
-            devices = list(range(next_device, next_device + n))
-            next_device += n
-        groups.append(WorkerGroup("+".join(members), members, max(dp.values()), devices, dp,
-                                  _pin(members, configs)))
-    return groups
+    Every model in ``configs`` must be in a group: a schedule without worker groups (built
+    by hand, or a JSON file without a placement) is a :class:`ConfigError` naming the
+    models left out.
+    """
+    placed = {m for g in groups for m in g.models}
+    missing = [m for m in configs if m not in placed]
+    if missing:
+        raise ConfigError(f"the schedule has no worker group for models {', '.join(missing)}; "
+                          f"build it with Engine.compile() (flowrl.compiler.lower or "
+                          f"compile_schedule fill Schedule.worker_groups)")
+    return [WorkerGroup(**{f.name: getattr(g, f.name) for f in fields(ScheduledGroup)},
+                        node_resource=_pin(g.models, configs)) for g in groups]

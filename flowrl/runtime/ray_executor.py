@@ -12,21 +12,21 @@ value and reward process batch i on their own devices.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
-from flowrl.compiler.ir import FLOW_INPUT, Schedule
+from flowrl.ir import FLOW_INPUT, CallNode, Op, Schedule
+from flowrl.ir.interpreter import OpInterpreter
 from flowrl.config import FlowRLConfig
 from flowrl.errors import ConfigError, FlowRLError, StageError
 from flowrl.models.base import BaseModule
-from flowrl.runtime.data import merge_outputs
-from flowrl.runtime.executor import FlowResult, OpRecord
+from flowrl.runtime.batch import Batch
+from flowrl.runtime.protocol import FlowResult, OpRecord, write_trace_events
 from flowrl.runtime.layout import WorkerGroup, worker_groups
 from flowrl.runtime.ray_cluster import (DEVICE_RESOURCE, PIN_AMOUNT, RayClusterError,
                                         check_capacity, connect, pickle_modules)
@@ -37,17 +37,88 @@ __all__ = ["DEVICE_RESOURCE", "RayClusterError", "RayExecutor"]
 
 
 @dataclass
+class _Side:
+    """Submitted work besides calls (an offload, onload or sync): its refs, what to call it
+    in errors, and what to do with its results once fetched."""
+
+    what: str
+    refs: list
+    done: Callable[[FlowResult, list], None]
+
+
+@dataclass
 class _Pending:
     """A submitted flow: result refs and (model, replica, meta ref) per call, fetched later."""
 
     role: str
     outputs: list[tuple[str, list]]
     metas: list[tuple[str, int, str, Any]]
-    side: list[tuple[str, str, int, Any]]  # (kind, model, replica, ref) of offload/onload/sync
+    side: list[_Side]
+
+
+class RaySubmission(OpInterpreter):
+    """Submits one run of a flow role to the actors: each op becomes remote work whose
+    results stay object references (a call's output feeds the next call actor to actor);
+    :meth:`RayExecutor.collect` fetches them."""
+
+    def __init__(self, executor: "RayExecutor", data: Any, iteration: int) -> None:
+        super().__init__(executor.schedule)
+        self.ex, self.iteration = executor, iteration
+        self.values: dict[str, list] = {FLOW_INPUT: [executor.ray.put(data)]}
+
+    def begin(self, role: str, ops: list[Op]) -> None:
+        self.pending = _Pending(role, [], [], [])
+
+    def call(self, op: Op, node: CallNode | None) -> None:
+        inputs = [(s, self.values[s]) for s in node.inputs]
+        outs = []
+        for r, w in enumerate(self.ex.replicas(node.model)):
+            out, meta = w.execute.options(num_returns=2).remote(
+                op, node, self.role, self.index, self.ex.episode + 1, self.iteration, inputs)
+            outs.append(out)
+            self.pending.metas.append((node.id, r, node.model, meta))
+        self.values[node.id] = outs
+
+    def offload(self, op: Op) -> None:
+        def done(result: FlowResult, moved: list) -> None:
+            self.ex.offload_ops += len(moved)
+            self.ex.offload_bytes += sum(moved)
+        self._move(op, done)
+
+    def onload(self, op: Op) -> None:
+        def done(result: FlowResult, moved: list) -> None:
+            self.ex.onload_ops += len(moved)
+            self.ex.onload_bytes += sum(moved)
+        self._move(op, done)
+
+    def _move(self, op: Op, done: Callable[[FlowResult, list], None]) -> None:
+        """Offload/onload on every process of the model's group (they share its devices)."""
+        for r, w in enumerate(self.ex.workers[self.ex.model_group[op.model].name]):
+            out, _ = w.execute.options(num_returns=2).remote(
+                op, None, self.role, self.index, self.ex.episode + 1, self.iteration, [])
+            self.pending.side.append(_Side(f"{op.kind} of '{op.model}' replica {r}", [out], done))
+
+    def sync(self, op: Op) -> None:
+        src, dst = op.src, op.model
+        refs, nbytes, t0 = self.ex._sync(src, dst)
+        role = self.role
+
+        def done(result: FlowResult, _: list) -> None:
+            result.syncs.append(SyncStats(src, dst, 0, nbytes, time.perf_counter() - t0))
+            self.ex.records.append(OpRecord(role, f"sync {src} -> {dst}", dst,
+                                            time.perf_counter() - t0, nbytes))
+        self.pending.side.append(_Side(f"parameter sync {src} -> {dst}", refs, done))
+
+    def end(self, role: str, ops: list[Op]) -> _Pending:
+        graph = self.graphs.get(role)
+        if graph is not None:
+            self.pending.outputs = [(n, self.values[n]) for n in graph.outputs]
+        return self.pending
 
 
 class RayExecutor:
-    """Executes schedule ops on Ray actors; same interface as ``LocalExecutor``."""
+    """Executes schedule ops on Ray actors; implements
+    :class:`~flowrl.runtime.protocol.Executor`, like ``LocalExecutor``."""
 
     def __init__(self, schedule: Schedule, modules: dict[str, BaseModule], config: FlowRLConfig,
                  seed: int = 0) -> None:
@@ -63,7 +134,7 @@ class RayExecutor:
         self.offload_bytes = self.onload_bytes = 0
         self._blobs = pickle_modules(modules)  # here, so a module Ray cannot send is named now
         configs = {n: config.model(n) for n in modules}
-        self.groups = worker_groups(self.module_names, configs, schedule.placement)
+        self.groups = worker_groups(schedule.worker_groups, configs)
         self.actor_nodes: dict[tuple[str, int], str] = {}  # (group, replica) -> Ray node id
         self.node_resources: dict[str, list[str]] = {}  # node id -> its custom resources
         self.workers: dict[str, list[Any]] = {}  # group name -> actor handles
@@ -207,34 +278,10 @@ class RayExecutor:
 
     # ---- running flows ---------------------------------------------------------------------
     def submit(self, role: str, data: Any, iteration: int) -> _Pending:
-        graph = self.schedule.graphs.get(role)
-        values: dict[str, list] = {FLOW_INPUT: [self.ray.put(data)]}
-        pending = _Pending(role, [], [], [])
-        for op in self.schedule.ops_for(role):
-            if op.kind == "call":
-                call = graph.call(op.node)
-                inputs = [("the flow's input batch" if s == FLOW_INPUT else s, values[s])
-                          for s in call.inputs]
-                outs = []
-                for r, w in enumerate(self.replicas(call.model)):
-                    out, meta = w.call.options(num_returns=2).remote(
-                        call, self.episode + 1, iteration, inputs)
-                    outs.append(out)
-                    pending.metas.append((call.id, r, call.model, meta))
-                values[call.id] = outs
-            elif op.kind in ("offload", "onload"):
-                for r, w in enumerate(self.workers[self.model_group[op.model].name]):
-                    ref = getattr(w, op.kind).remote(op.model, op.what)
-                    pending.side.append((op.kind, op.model, r, ref))
-            elif op.kind == "sync":
-                pending.side.append(("sync", op.model, 0, self._sync(op.src, op.model)))
-            else:
-                raise FlowRLError(f"unknown op kind {op.kind!r}")
-        if graph is not None:
-            pending.outputs = [(n, values[n]) for n in graph.outputs]
-        return pending
+        """Submit every op of ``role`` on ``data`` without waiting (see :class:`RaySubmission`)."""
+        return RaySubmission(self, data, iteration).run(role)
 
-    def _sync(self, src: str, dst: str) -> list:
+    def _sync(self, src: str, dst: str) -> tuple[list, int, float]:
         """Stream the trainer's weights to every inference replica in fixed-size buckets."""
         src_worker = self.replicas(src)[0]  # data-parallel replicas hold identical weights
         dst_workers = self.replicas(dst)
@@ -247,27 +294,12 @@ class RayExecutor:
         buckets = [src_worker.export_bucket.remote(src, plan, i) for i in range(len(plan.buckets))]
         t0 = time.perf_counter()
         refs = [w.import_buckets.remote(dst, plan, buckets) for w in dst_workers]
-        return [refs, plan.total_bytes, t0, src]
+        return refs, plan.total_bytes, t0
 
     def collect(self, pending: _Pending) -> FlowResult:
         result = FlowResult(None, {})
-        for kind, model, replica, ref in pending.side:
-            what = f"{kind} of '{model}' replica {replica}"
-            if kind == "sync":
-                refs, nbytes, t0, src = ref
-                for r in refs:
-                    self._get(r, f"parameter sync {src} -> {model}")
-                result.syncs.append(SyncStats(src, model, 0, nbytes, time.perf_counter() - t0))
-                self.records.append(OpRecord(pending.role, f"sync {src} -> {model}", model,
-                                             time.perf_counter() - t0, nbytes))
-                continue
-            moved = self._get(ref, what)
-            if kind == "offload":
-                self.offload_ops += 1
-                self.offload_bytes += moved
-            else:
-                self.onload_ops += 1
-                self.onload_bytes += moved
+        for side in pending.side:
+            side.done(result, [self._get(r, side.what) for r in side.refs])
         for node, replica, model, meta_ref in pending.metas:
             meta = self._get(meta_ref, f"{node} (model '{model}', replica {replica}, episode "
                                        f"{self.episode + 1})")
@@ -284,7 +316,7 @@ class RayExecutor:
             if dropped is not None:  # on_nonfinite: skip_batch dropped this batch (counted)
                 result.skipped = str(dropped)
             else:
-                result.output = parts[0][1] if len(parts) == 1 else merge_outputs(
+                result.output = parts[0][1] if len(parts) == 1 else Batch.merge(
                     parts, f"the result of flow '{pending.role}'")
         return result
 
@@ -316,10 +348,7 @@ class RayExecutor:
 
     def write_trace(self, path: str | Path) -> Path:
         """Chrome/Perfetto trace of every call as it really ran (one row per process)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"traceEvents": self.trace_events}))
-        return path
+        return write_trace_events(self.trace_events, path)
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from flowrl.errors import FlowRLError
-
-from flowrl.ir import CallNode
-from flowrl.runtime.data import Batch, merge_outputs
+from flowrl.ir import CallNode, Op
+from flowrl.ir.interpreter import OpInterpreter
+from flowrl.runtime.batch import concat_shards as batch_concat_shards
+from flowrl.runtime.batch import take_shard
 
 
 class Skipped(str):
@@ -25,50 +25,21 @@ class Skipped(str):
 
 
 def concat_shards(shards: list[Any]) -> Any:
-    """Gather data-parallel shards back in order (dicts row-wise, micro-batch lists joined)."""
-    if len(shards) == 1:
-        return shards[0]
+    """Gather data-parallel shards back in order (:func:`flowrl.runtime.batch.concat_shards`);
+    when one replica dropped its shard the whole batch is dropped."""
     dropped = next((s for s in shards if isinstance(s, Skipped)), None)
-    if dropped is not None:  # one replica's shard was dropped: the whole batch is
-        return dropped
-    if isinstance(shards[0], list):
-        return [mb for s in shards for mb in s]
-    out: Batch = {}
-    for k, v in shards[0].items():
-        vals = [s[k] for s in shards]
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            out[k] = torch.cat(vals)
-        elif isinstance(v, (list, tuple)):
-            out[k] = [x for s in vals for x in s]
-        else:
-            out[k] = v
-    return out
+    return dropped if dropped is not None else batch_concat_shards(shards)
 
 
-def take_shard(value: Any, rank: int, world: int) -> Any:
-    """This replica's part of a batch: rows for dicts, every ``world``-th micro-batch for lists."""
-    if world == 1:
-        return value
-    if isinstance(value, list):
-        if len(value) % world:
-            raise ValueError(f"{len(value)} micro-batches cannot be split over {world} "
-                             f"data-parallel replicas")
-        return value[rank::world]
-    out: Batch = {}
-    for k, v in value.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            out[k] = v.tensor_split(world)[rank]
-        elif isinstance(v, (list, tuple)):
-            n = len(v)
-            lo, hi = rank * n // world, (rank + 1) * n // world
-            out[k] = list(v[lo:hi])
-        else:
-            out[k] = v
-    return out
+class Worker(OpInterpreter):
+    """One process of a worker group. Created by :class:`RayExecutor` as a Ray actor.
 
-
-class Worker:
-    """One process of a worker group. Created by :class:`RayExecutor` as a Ray actor."""
+    The driver sends it ops one at a time (:meth:`execute`); it dispatches them like every
+    other :class:`~flowrl.ir.OpInterpreter` and runs calls through the one call protocol
+    (:func:`flowrl.runtime.calls.run_call`), as the local runtime does. Syncs are not ops
+    here: the driver streams them through :meth:`sync_plan`, :meth:`export_bucket` and
+    :meth:`import_buckets`.
+    """
 
     def __init__(self, config: dict, sys_path: list[str], blobs: dict[str, bytes], rank: int,
                  world: int, dp: dict[str, int], seed: int, threads: int) -> None:
@@ -77,17 +48,18 @@ class Worker:
                 sys.path.insert(0, p)
         from ray import cloudpickle
 
-        from flowrl import context
+        from flowrl.config import load_config
+        from flowrl.context import seed_everything
 
+        super().__init__()
         torch.set_num_threads(threads)
-        context.init(config)
+        cfg = load_config(config)
+        seed_everything(cfg.runtime_args.seed)
         self.rank, self.world, self.dp, self.seed = rank, world, dp, seed
         self.modules = {}
         self.averagers = {}
         for name, blob in blobs.items():
-            module = cloudpickle.loads(blob)
-            context.register_module(module)
-            self.modules[name] = module
+            self.modules[name] = cloudpickle.loads(blob).bind(cfg)
 
     def pid(self) -> int:
         return os.getpid()
@@ -95,17 +67,10 @@ class Worker:
     def setup(self, master: str | None, bucket_bytes: int) -> None:
         import torch.distributed as dist
 
+        from flowrl.runtime.calls import setup_modules
         from flowrl.runtime.collectives import enable_data_parallel
-        from flowrl.runtime.executor import SetupError
 
-        for name, m in self.modules.items():
-            try:
-                m.ensure_setup()
-            except FlowRLError:
-                raise
-            except Exception as e:  # name the module, as the local runtime does
-                raise SetupError(f"setup() of model '{name}' ({type(m).__name__}) failed: "
-                                 f"{type(e).__name__}: {e}") from e
+        setup_modules(self.modules)
         if master is not None and self.world > 1:
             dist.init_process_group("gloo", init_method=f"tcp://{master}", rank=self.rank,
                                     world_size=self.world)
@@ -130,58 +95,54 @@ class Worker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def call(self, call: CallNode, episode: int, iteration: int,
-             inputs: list[tuple[str, list]]) -> tuple[Any, dict]:
-        """Run one call on this replica's shard of its inputs; errors carry the same details
-        as the local runtime's (``episode`` is 1-based)."""
-        import ray
-
-        from flowrl.models.base import nonfinite_policy
-        from flowrl.runtime.executor import call_failure, call_metrics, call_seed, check_output
-        from flowrl.runtime.guards import SKIPPED_METRIC, NonFiniteError, check_call_output
-
+    def execute(self, op: Op, node: CallNode | None, role: str, index: int, episode: int,
+                iteration: int, inputs: list[tuple[str, list]]) -> tuple[Any, dict]:
+        """Run op ``index`` of ``role`` (``node``: its call node, for calls) and return its
+        result (a call's output, or bytes moved) with metadata: metrics, start, end, pid.
+        A call runs on this replica's shard of ``inputs`` (``(source id, refs)`` pairs, in
+        the node's input order); errors carry the same details as the local runtime's."""
+        self.role, self.index = role, index
+        self._call_args = (node, episode, iteration, inputs)
         t0 = time.time()
         meta = {"metrics": [], "start": t0, "pid": os.getpid(), "rank": self.rank}
-        parts = [(label, concat_shards(ray.get(refs))) for label, refs in inputs]
+        out, meta["metrics"] = self.run_op(op)
+        return out, {**meta, "end": time.time()}
+
+    def node(self, op: Op) -> CallNode | None:
+        return self._call_args[0]
+
+    def fetch(self, refs: list) -> list:
+        """The values of one input's shards, pulled from the object store."""
+        import ray
+
+        return ray.get(refs)
+
+    def call(self, op: Op, node: CallNode | None) -> tuple[Any, list]:
+        from flowrl.runtime.calls import CallContext, merge_inputs, run_call
+
+        _, episode, iteration, inputs = self._call_args
+        parts = [(src, concat_shards(self.fetch(refs))) for src, refs in inputs]
         dropped = next((v for _, v in parts if isinstance(v, Skipped)), None)
         if dropped is not None:
-            return dropped, {**meta, "end": time.time()}
-        data = parts[0][1] if len(parts) == 1 else merge_outputs(
-            parts, f"the inputs of {call.id} at {call.source}")
-        data = take_shard(data, self.rank, self.dp[call.model])
-        module = self.modules[call.model]
-        torch.manual_seed(call_seed(self.seed, call.id, iteration))
-        if call.model in self.averagers and call.is_train:
-            self.averagers[call.model].reset(len(data))
-        try:
-            out = getattr(module, call.method)(data, iteration)
-        except NonFiniteError as e:  # found inside the module: add the call site
-            raise e.located(call.method, episode, iteration) from None
-        except FlowRLError:
-            raise
-        except Exception as e:  # keep the real cause, add where it happened
-            raise call_failure(call, module, episode, iteration, data, e) from e
-        out = check_output(call.id, out, call.is_train,
-                           sorted(call.outputs) if call.outputs is not None else None)
-        logged = module.drain_logged()
-        bad = check_call_output(call.model, call.method, out, call.is_train, nonfinite_policy(),
-                                episode, iteration)
-        if bad is not None:  # skip_batch: count it, keep NaN out of metrics and buffer
-            meta["metrics"].append((f"{call.model}/{SKIPPED_METRIC}", 1.0, "sum"))
-            if not call.is_train:
-                return Skipped(f"{call.id} key '{bad}'"), {**meta, "end": time.time()}
-            out = {k: v for k, v in out.items() if k != bad}
-        meta["metrics"] += call_metrics(call.model, logged, out, call.is_train)
-        return out, {**meta, "end": time.time()}
+            return dropped, []
+        data = take_shard(merge_inputs(node, parts), self.rank, self.dp[node.model])
+        if node.model in self.averagers and node.is_train:
+            self.averagers[node.model].reset(len(data))
+        outcome = run_call(self.modules[node.model], node, data, iteration,
+                           CallContext(self.seed, episode,
+                                       self.modules[node.model].on_nonfinite))
+        if outcome.skipped is not None:
+            return Skipped(outcome.skipped), outcome.metrics
+        return outcome.out, outcome.metrics
+
+    def offload(self, op: Op) -> tuple[int, list]:
+        return self.modules[op.model].offload(op.what), []
+
+    def onload(self, op: Op) -> tuple[int, list]:
+        return self.modules[op.model].onload(op.what), []
 
     def build_dataset(self, model: str, prompts: list, is_eval: bool) -> Any:
         return self.modules[model].build_dataset(prompts, is_eval)
-
-    def offload(self, model: str, what: tuple[str, ...]) -> int:
-        return self.modules[model].offload(what)
-
-    def onload(self, model: str, what: tuple[str, ...]) -> int:
-        return self.modules[model].onload(what)
 
     def sync_signature(self, model: str) -> dict[str, tuple[tuple[int, ...], str]] | None:
         """Names, shapes and dtypes a sync reads or writes (``None`` while offloaded)."""

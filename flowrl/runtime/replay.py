@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from flowrl.runtime.data import Batch, collate_samples, split_batch
+from flowrl.runtime.batch import Batch
 
 
 class ReplayBuffer:
-    """Holds one episode's samples; yields global batches as lists of micro-batch dicts."""
+    """Holds one episode's samples (plain per-sample dicts, see :meth:`Batch.samples`);
+    yields global batches as lists of micro-batches."""
 
     def __init__(self) -> None:
-        self.samples: list[Batch] = []
+        self.samples: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def add_batch(self, batch: Batch) -> None:
-        self.samples.extend(split_batch(batch))
+    def add_batch(self, batch: dict[str, Any]) -> None:
+        self.samples.extend(Batch(batch).samples())
 
     def clear(self) -> None:
         self.samples = []
@@ -34,6 +37,6 @@ class ReplayBuffer:
         out = []
         for g in range(0, n - global_size + 1, global_size):
             idx = order[g:g + global_size]
-            out.append([collate_samples([self.samples[i] for i in idx[m:m + micro_size]])
+            out.append([Batch.collate([self.samples[i] for i in idx[m:m + micro_size]])
                         for m in range(0, global_size, micro_size)])
         return out

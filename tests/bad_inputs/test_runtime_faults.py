@@ -169,16 +169,16 @@ def test_sync_and_checkpoint_refuse_nonfinite_weights(tmp_path):
         sync_parameters(a, b)
     from flowrl.runtime.checkpoint import CheckpointManager
     from flowrl.runtime.episodes import EpisodeRunner
+    from flowrl.ir import Schedule
+    from flowrl.runtime.executor import LocalExecutor
     from flowrl.runtime.metrics import MetricsLogger
-
-    class Exec:
-        episode = 0
 
     class Stream:
         def state_dict(self):
             return {}
 
-    runner = EpisodeRunner(Exec(), flowrl.get_args(), Stream(), MetricsLogger(None),
+    runner = EpisodeRunner(LocalExecutor(Schedule({}, {}), {"a": a}), flowrl.get_args(),
+                           Stream(), MetricsLogger(None),
                            modules={"a": a}, checkpoints=CheckpointManager(tmp_path / "c"))
     with pytest.raises(NonFiniteError, match=r"model 'a' \(method checkpoint \(parameter "
                                              r"'model.bias'\)\)"):
