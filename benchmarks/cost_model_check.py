@@ -94,28 +94,33 @@ def tiny_config(d_model: int, layers: int, output_dir: str | None = None,
                 runtime: str = "local") -> dict[str, Any]:
     """examples/ppo_tiny.yaml's settings, with the sizes the compiler needs."""
     from tiny_ppo_models import build_lm
+    from flowrl.config import ModelConfig as _Cfg
     from flowrl.models.toy_tokenizer import ToyTokenizer
 
-    args = {"init_seed": 0, "d_model": d_model, "n_layers": layers}
-    lm = sum(p.numel() for p in build_lm(args).parameters())
-    critic = sum(p.numel() for p in build_lm(args, value_head=True).parameters())
     vocab = ToyTokenizer().vocab_size
     prompt, new = 8, 16
+    shape = {"num_layers": layers, "hidden_size": d_model, "vocab_size": vocab,
+             "max_seq_len": prompt + new}
+    built = _Cfg(shape=shape, dtype="fp32")
+    lm = sum(p.numel() for p in build_lm("policy", built, 0).parameters())
+    critic = sum(p.numel() for p in build_lm("value", built, 0, value_head=True).parameters())
 
-    def sized(n: int) -> dict[str, Any]:
-        return dict(num_params=n, num_layers=layers, hidden_size=d_model, vocab_size=vocab,
-                    dtype="fp32", max_seq_len=prompt + new, max_new_tokens=new)
+    def sized(n: int, **typed: Any) -> dict[str, Any]:
+        # the same typed fields size the planner's model and the module's network
+        return {"dtype": "fp32", "shape": {**shape, "num_params": n}, **typed}
 
+    seeded = {"init_seed": 0}
     models = {
-        "policy": {**sized(lm), "args": {**args, "max_prompt_len": prompt,
-                                         "max_new_tokens": new, "temperature": 1.0}},
-        "reference": {**sized(lm), "args": dict(args)},
+        "policy": {**sized(lm, generation={"max_new_tokens": new, "temperature": 1.0}),
+                   "args": {**seeded, "max_prompt_len": prompt}},
+        "reference": {**sized(lm), "args": dict(seeded)},
         # rule-based score + GAE: no weights worth planning for
         "reward": {"num_params": 1, "num_layers": 1, "hidden_size": 1, "vocab_size": 1,
                    "dtype": "fp32", "args": {"kl_coef": 0.02, "gamma": 1.0, "lam": 0.95}},
-        "value": {**sized(critic), "args": dict(args)},
-        "ppo_policy": {**sized(lm), "args": {**args, "lr": 0.002, "clip_eps": 0.2}},
-        "ppo_value": {**sized(critic), "args": {**args, "lr": 0.002, "clip_eps": 0.2}},
+        "value": {**sized(critic), "args": dict(seeded)},
+        "ppo_policy": {**sized(lm, optim={"lr": 0.002}), "args": {**seeded, "clip_eps": 0.2}},
+        "ppo_value": {**sized(critic, optim={"lr": 0.002}),
+                      "args": {**seeded, "clip_eps": 0.2}},
     }
     return {"runtime": runtime,
             "runtime_args": {"num_episode": 1, "sample_per_episode": 64,

@@ -31,9 +31,9 @@ CONFIG = {
     "runtime_args": {"num_episode": 1, "sample_per_episode": 64, "generation_batch_size": 32,
                      "train_global_batch_size": 32, "train_micro_batch_size": 16,
                      "num_training_epoch": 1, "seed": 1, "progress": False},
-    "models": {"policy": {"args": {"max_prompt_len": 8, "max_new_tokens": 16}},
+    "models": {"policy": {"generation": {"max_new_tokens": 16}, "args": {"max_prompt_len": 8}},
                "reference": {}, "reward": {"args": {"kl_coef": 0.02}}, "value": {},
-               "ppo_policy": {"args": {"lr": 0.002}}, "ppo_value": {"args": {"lr": 0.002}}},
+               "ppo_policy": {"optim": {"lr": 0.002}}, "ppo_value": {"optim": {"lr": 0.002}}},
 }
 
 
@@ -65,7 +65,7 @@ def handwritten_runner():
     """The same PPO episode as plain Python over the modules."""
     policy, reference, reward, value, ppo_policy, ppo_value = modules(copy.deepcopy(CONFIG))
     for m in (policy, reference, reward, value, ppo_policy, ppo_value):
-        m.setup()
+        m.bind(flowrl.get_args()).setup()  # no engine here to bind them
     a = flowrl.get_args().runtime_args
     data = policy.build_dataset(make_prompts(512))
     loader = torch.utils.data.DataLoader(data, batch_size=a.generation_batch_size, shuffle=True,

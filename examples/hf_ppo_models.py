@@ -4,6 +4,8 @@ model by ``args.backend`` in the YAML (:func:`make_policy`, :func:`make_trainer`
 losses are written once and shared by every trainer backend.
 
 Task as in ``tiny_ppo_models``: reward = fraction of response characters that are vowels.
+Every model reads its typed settings (``model_path``, ``dtype``, ``generation``, ``optim``)
+from its YAML section; what is particular to these modules is declared in their ``Args``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from flowrl.engines import ppo
 from flowrl.errors import ConfigError
 from flowrl.models import hf
 from flowrl.models._extras import available
-from flowrl.models.hf import HFModule, load_tokenizer
+from flowrl.models.args import ModuleArgs
+from flowrl.models.hf import HFArgs, HFModule, load_tokenizer
 
 VOWELS = set("aeiou")
 
@@ -45,9 +48,18 @@ def full_sequence(data):
             torch.cat([data["prompt_mask"], data["response_mask"]], 1), data["prompt"].shape[1])
 
 
+class PolicyArgs(ModuleArgs):
+    """The policy's own args, whichever backend generates (one YAML for both)."""
+
+    backend: str = "auto"  # auto | vllm | hf
+    max_prompt_len: int = 8
+    max_model_len: int = 512  # vLLM only
+    max_num_seqs: int | None = None  # vLLM only
+
+
 class _PolicyMixin:
     def build_dataset(self, prompts, is_eval=False):
-        return PromptDataset(prompts, self.tokenizer, self.model_args.get("max_prompt_len", 8))
+        return PromptDataset(prompts, self.tokenizer, self.typed_args.max_prompt_len)
 
     @outputs("prompt", "prompt_mask", "response", "response_mask", "logprobs")
     def forward_step(self, data, iteration=0):
@@ -64,17 +76,23 @@ class _PolicyMixin:
 class HFPolicy(_PolicyMixin, HFModule):
     """Generation with Hugging Face ``generate``."""
 
+    class Args(PolicyArgs, HFArgs):
+        pass
+
     @property
     def logprob_model(self):
         return self
 
 
 def make_vllm_policy_class():
-    from flowrl.models.vllm_module import VLLMModule
+    from flowrl.models.vllm_module import VLLMArgs, VLLMModule
 
     class VLLMPolicy(_PolicyMixin, VLLMModule):
         """Generation with vLLM; log-probs of the sampled tokens from an HF copy of the same
         weights (kept in sync with the engine through the staging tensors)."""
+
+        class Args(PolicyArgs, VLLMArgs):
+            pass
 
         def setup(self):
             super().setup()
@@ -94,7 +112,7 @@ class _LogprobHelper:
         from flowrl.models.hf import load_causal_lm
 
         self.owner = owner
-        self.model = load_causal_lm(owner.model_path).eval()
+        self.model = load_causal_lm(owner.model_path, owner.model_config.weights_dtype).eval()
         params = dict(self.model.named_parameters())
         for n, t in owner._staging.items():  # share storage: a sync updates both at once
             params[n].data = t
@@ -103,7 +121,7 @@ class _LogprobHelper:
         from flowrl.models.hf import response_logprobs
 
         return response_logprobs(self.model, tokens, mask, prompt_len,
-                                 self.owner.model_args.get("temperature", 1.0))
+                                 self.owner.model_config.generation.temperature)
 
 
 def make_policy(name: str, backend: str):
@@ -136,13 +154,21 @@ class Value(HFModule):
 
 
 class Reward(BaseModule):
+    """Rule-based score (on text decoded with ``args.tokenizer_path``), KL penalty and GAE."""
+
+    class Args(ModuleArgs):
+        tokenizer_path: str
+        kl_coef: float = 0.05
+        gamma: float = 1.0
+        lam: float = 0.95
+
     def setup(self):
-        self.tokenizer = load_tokenizer(self.model_args["model_path"])
-        self.kl = ppo.KLController(self.model_args.get("kl_coef", 0.05))
+        self.tokenizer = load_tokenizer(self.typed_args.tokenizer_path)
+        self.kl = ppo.KLController(self.typed_args.kl_coef)
 
     @outputs("score", "advantages", "returns")
     def forward_step(self, data, iteration=0):
-        a, mask = self.model_args, data["response_mask"]
+        a, mask = self.typed_args, data["response_mask"]
         n = mask.shape[1]
         scores = []
         for row, m in zip(data["response"].tolist(), mask.tolist()):
@@ -150,7 +176,7 @@ class Reward(BaseModule):
             scores.append(sum(c in VOWELS for c in text) / n)
         score = torch.tensor(scores)
         out = ppo.ppo_advantages(score, data["logprobs"], data["ref_logprobs"], data["values"],
-                                 mask, self.kl.kl_coef, a.get("gamma", 1.0), a.get("lam", 0.95))
+                                 mask, self.kl.kl_coef, a.gamma, a.lam)
         kl = out["kl"].sum(1).mean().item()
         self.log("reward", score.mean().item())
         self.log("kl", kl)
@@ -170,6 +196,13 @@ class Reward(BaseModule):
 TRAINER_BACKENDS = {"policy": ("hf", "deepspeed", "megatron"), "value": ("hf", "deepspeed")}
 
 
+class PPOArgs(ModuleArgs):
+    """A trainer's own args on every backend (joined with the backend's ``Args``)."""
+
+    backend: str = "hf"  # hf | deepspeed | megatron
+    clip_eps: float = 0.2
+
+
 class PolicyLoss:
     """PPO clipped policy loss on whitened advantages (any trainer backend)."""
 
@@ -185,7 +218,7 @@ class PolicyLoss:
             return ppo.policy_loss(lp, mb["logprobs"].to(lp.device),
                                    mb["whitened_advantages"].to(lp.device),
                                    mb["response_mask"].to(lp.device).float(),
-                                   self.model_args.get("clip_eps", 0.2))
+                                   self.typed_args.clip_eps)
 
         return self.run_micro_batches(data, loss_fn)
 
@@ -199,7 +232,7 @@ class ValueLoss:
             v = self.token_values(model, tokens, mask, p)
             return ppo.value_loss(v, mb["values"].to(v.device), mb["returns"].to(v.device),
                                   mb["response_mask"].to(v.device).float(),
-                                  self.model_args.get("clip_eps", 0.2))
+                                  self.typed_args.clip_eps)
 
         return self.run_micro_batches(data, loss_fn)
 
@@ -209,11 +242,11 @@ class _HFTrainer(HFModule):
 
     def run_micro_batches(self, data, loss_fn):
         return self.train_micro_batches(data, lambda mb: loss_fn(self.model, mb),
-                                        self.model_args.get("max_grad_norm", 1.0))
+                                        self.model_config.optim.grad_clip)
 
     def token_logprobs(self, model, tokens, mask, prompt_len):
         return hf.response_logprobs(model, tokens.to(self.device), mask.to(self.device),
-                                    prompt_len, self.model_args.get("temperature", 1.0))
+                                    prompt_len, self.model_config.generation.temperature)
 
     def token_values(self, model, tokens, mask, prompt_len):
         return hf.response_values(model, tokens.to(self.device), mask.to(self.device), prompt_len)
@@ -221,20 +254,18 @@ class _HFTrainer(HFModule):
 
 def _deepspeed_trainer():
     """The same HF model under ``deepspeed.initialize`` (``args.zero_stage``: 0-3)."""
-    from flowrl.models.deepspeed_module import DeepSpeedModule
+    from flowrl.models.deepspeed_module import DeepSpeedArgs, DeepSpeedModule
 
     class _DeepSpeedTrainer(DeepSpeedModule):
-        def build_model(self):  # the same weights as the inference twin: no name mapping
-            a = self.model_args
-            if a.get("head", "lm") == "value":
-                return hf.HFValueModel.from_pretrained(a["model_path"], self.compute_dtype,
-                                                       a.get("head_seed", 0))
-            return hf.load_causal_lm(a["model_path"], self.compute_dtype)
+        class Args(DeepSpeedArgs):
+            head: str = "lm"  # lm | value
+            head_seed: int = 0
 
-        def ds_config(self, world_size=1):  # clip like the other backends (default 1.0)
-            cfg = super().ds_config(world_size)
-            cfg.setdefault("gradient_clipping", float(self.model_args.get("max_grad_norm", 1.0)))
-            return cfg
+        def build_model(self):  # the same weights as the inference twin: no name mapping
+            a, path = self.typed_args, self.model_config.model_path
+            if a.head == "value":
+                return hf.HFValueModel.from_pretrained(path, self.compute_dtype, a.head_seed)
+            return hf.load_causal_lm(path, self.compute_dtype)
 
         def run_micro_batches(self, data, loss_fn):
             return self.train_micro_batches(data, loss_fn)  # loss_fn(engine, mb)
@@ -272,14 +303,21 @@ def make_trainer(name: str, role: str):
         raise ConfigError(
             f"models.{name}.args.backend: the {role} trainer supports {', '.join(allowed)}; "
             f"got {backend!r}")
-    cls = type(f"{backend.capitalize()}{role.capitalize()}Trainer",
-               (_LOSSES[role], _TRAINER_BASES[backend]()), {})
+    base = _TRAINER_BASES[backend]()
+    args = type("Args", (PPOArgs, base.Args), {})  # the PPO args + the backend's own
+    cls = type(f"{backend.capitalize()}{role.capitalize()}Trainer", (_LOSSES[role], base),
+               {"Args": args})
     return cls(name)
 
 
 class PolicyTrainer(PolicyLoss, _HFTrainer):
     """The HF policy trainer (what ``make_trainer(name, "policy")`` gives for ``backend: hf``)."""
 
+    class Args(PPOArgs, HFArgs):
+        pass
+
 
 class ValueTrainer(ValueLoss, _HFTrainer):
     """The HF value trainer."""
+
+    Args = PolicyTrainer.Args

@@ -43,7 +43,7 @@ def build(config=None):
     flowrl.init(config if config is not None else
                 (None if "-c" in sys.argv else Path(__file__).with_name("ppo_hf.yaml")))
     args = flowrl.get_args()
-    model_dir = Path(args.model("policy").args["model_path"])
+    model_dir = Path(args.model("policy").model_path)
     if not (model_dir / "config.json").is_file():
         save_tiny_llama(model_dir, seed=0, initializer_range=0.02)
 

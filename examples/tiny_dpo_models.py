@@ -7,12 +7,14 @@ fraction of vowels (the same rule as the PPO example) and returns its best/worst
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from flowrl import PreferenceDataset, TorchModule, outputs
 from flowrl.engines import dpo
 from flowrl.models.toy_tokenizer import ToyTokenizer
-from tiny_ppo_models import PolicyInference, RewardInference, _Trainer, build_lm
+from tiny_ppo_models import PolicyInference, RewardInference, SeededArgs, _Trainer, build_lm
 
 __all__ = ["DPOTrainer", "DPOReference", "PolicyInference", "VowelPairs", "pair_logps"]
 
@@ -30,6 +32,11 @@ def pair_logps(model, data: dict, average: bool = False) -> tuple[torch.Tensor, 
 class DPOTrainer(_Trainer):
     """The policy being trained with the DPO (or IPO) loss."""
 
+    class Args(SeededArgs):
+        beta: float = 0.1
+        loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+        label_smoothing: float = 0.0
+
     def setup(self) -> None:
         super().setup()
         self.tokenizer = ToyTokenizer()
@@ -40,10 +47,9 @@ class DPOTrainer(_Trainer):
                                  encode_response=lambda s: tok.encode(s, bos=False))
 
     def _loss_args(self) -> tuple[bool, dict]:
-        a = self.model_args
-        kind = a.get("loss_type", "sigmoid")
-        return kind == "ipo", {"beta": a.get("beta", 0.1), "loss_type": kind,
-                               "label_smoothing": a.get("label_smoothing", 0.0)}
+        a = self.typed_args
+        return a.loss_type == "ipo", {"beta": a.beta, "loss_type": a.loss_type,
+                                      "label_smoothing": a.label_smoothing}
 
     def train_step(self, data, iteration):
         average, kwargs = self._loss_args()
@@ -53,7 +59,7 @@ class DPOTrainer(_Trainer):
             return dpo.dpo_loss(chosen, rejected, mb["ref_chosen_logps"], mb["ref_rejected_logps"],
                                 weights=mb.get("pair_weight"), **kwargs)
 
-        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
+        return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)
 
     @outputs("margin", "correct")
     def eval_step(self, data, iteration=0):
@@ -69,12 +75,15 @@ class DPOTrainer(_Trainer):
 class DPOReference(TorchModule):
     """Frozen reference: log-probs of both responses, computed once per sample per episode."""
 
+    class Args(SeededArgs):
+        loss_type: Literal["sigmoid", "ipo"] = "sigmoid"  # ipo: length-averaged log-probs
+
     def setup(self) -> None:
-        self.model = build_lm(self.model_args).eval()
+        self.model = build_lm(self.name, self.model_config, self.typed_args.init_seed).eval()
 
     @outputs("ref_chosen_logps", "ref_rejected_logps")
     def forward_step(self, data, iteration=0):
-        average = self.model_args.get("loss_type", "sigmoid") == "ipo"
+        average = self.typed_args.loss_type == "ipo"
         with torch.no_grad():
             chosen, rejected = pair_logps(self.model, data, average)
         return {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}

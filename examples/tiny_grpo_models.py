@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from flowrl import outputs
 from flowrl.engines import grpo
 from flowrl.models.toy_tokenizer import ToyTokenizer
-from tiny_ppo_models import PolicyInference, PolicyReference, _Trainer, full_sequence
+from tiny_ppo_models import PolicyInference, PolicyReference, SeededArgs, _Trainer, full_sequence
 
 __all__ = ["MathPolicy", "PolicyReference", "GRPOTrainer", "MathDataset", "make_problems",
            "accuracy_by_split"]
@@ -51,10 +51,15 @@ class MathDataset(Dataset):
 
 
 class MathPolicy(PolicyInference):
-    """Samples answers; ``eval_step`` samples at ``eval_temperature`` (near-greedy)."""
+    """Samples answers (``generation``); ``eval_step`` samples at ``args.eval_temperature``
+    (near-greedy)."""
+
+    class Args(SeededArgs):
+        max_prompt_len: int = 6
+        eval_temperature: float = 0.05
 
     def build_dataset(self, prompts, is_eval=False):
-        return MathDataset(prompts, self.tokenizer, self.model_args.get("max_prompt_len", 6))
+        return MathDataset(prompts, self.tokenizer, self.typed_args.max_prompt_len)
 
     @outputs("prompt", "prompt_mask", "response", "response_mask", "logprobs", "answer")
     def forward_step(self, data, iteration=0):
@@ -62,10 +67,10 @@ class MathPolicy(PolicyInference):
 
     @outputs("prompt", "prompt_mask", "response", "response_mask", "answer", "split")
     def eval_step(self, data, iteration=0):
-        a = self.model_args
-        gen = self.model.generate(data["prompt"], data["prompt_mask"], a.get("max_new_tokens", 3),
+        gen = self.model.generate(data["prompt"], data["prompt_mask"],
+                                  self.model_config.generation.max_new_tokens or 3,
                                   self.tokenizer.eos_id, self.tokenizer.pad_id,
-                                  a.get("eval_temperature", 0.05))
+                                  self.typed_args.eval_temperature)
         p = data["prompt"].shape[1]
         return {"prompt": data["prompt"], "prompt_mask": data["prompt_mask"],
                 "response": gen["tokens"][:, p:], "response_mask": gen["response_mask"],
@@ -82,15 +87,18 @@ def accuracy_by_split(outputs: list[dict]) -> dict[str, float]:
 
 
 class GRPOTrainer(_Trainer):
+    class Args(_Trainer.Args):
+        kl_coef: float = 0.04
+        loss_agg: str = "seq-mean-token-mean"
+
     def train_step(self, data, iteration):
-        a = self.model_args
+        a, temperature = self.typed_args, self.model_config.generation.temperature
 
         def loss_fn(mb):
             tokens, mask, p = full_sequence(mb)
-            lp = self.model.response_logprobs(tokens, mask, p, a.get("temperature", 1.0))
+            lp = self.model.response_logprobs(tokens, mask, p, temperature)
             return grpo.grpo_loss(lp, mb["logprobs"], mb["ref_logprobs"], mb["advantages"],
-                                  mb["response_mask"], a.get("clip_eps", 0.2),
-                                  a.get("kl_coef", 0.04), loss_agg=a.get("loss_agg",
-                                                                         "seq-mean-token-mean"))
+                                  mb["response_mask"], a.clip_eps, a.kl_coef,
+                                  loss_agg=a.loss_agg)
 
-        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
+        return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)

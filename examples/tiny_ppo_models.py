@@ -2,6 +2,11 @@
 
 Task: continue a short prompt; the reward is the fraction of response characters that are
 vowels (a rule on generated tokens, so it can be learned from scratch in minutes on a CPU).
+
+Settings every model has are typed fields of its YAML section, read here and by the planner
+alike: ``shape`` (layers, width, heads, vocabulary) builds the network, ``dtype`` its
+weights, ``generation`` the sampling, ``optim`` the optimizer. What is particular to these
+modules is declared in their ``Args`` (unknown keys are errors naming model and key).
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from flowrl import BaseModule, TorchModule, outputs
+from flowrl import BaseModule, ConfigError, ModelConfig, TorchModule, outputs
 from flowrl.engines import ppo
+from flowrl.models.args import ModuleArgs
+from flowrl.models.hf import torch_dtype
 from flowrl.models.tiny_gpt import TinyGPT, TinyGPTConfig
 from flowrl.models.toy_tokenizer import ToyTokenizer
 
@@ -42,14 +49,23 @@ class PromptDataset(Dataset):
                                                (self.width - torch.tensor([len(s) for s in samples]))[:, None]).long()}
 
 
-def build_lm(args: dict, value_head: bool = False) -> TinyGPT:
-    """Same ``init_seed`` -> same initial weights (policy, reference and trainer agree)."""
-    tok = ToyTokenizer()
+class SeededArgs(ModuleArgs):
+    init_seed: int = 0  # same seed -> same initial weights (policy, reference, trainer)
+
+
+def build_lm(name: str, cfg: ModelConfig, init_seed: int, value_head: bool = False) -> TinyGPT:
+    """A TinyGPT of ``cfg.shape`` (default 2 layers, 64 wide, 4 heads) in ``cfg.dtype``."""
+    vocab = ToyTokenizer().vocab_size
+    s = cfg.shape
+    if s.vocab_size not in (None, vocab):
+        raise ConfigError(f"models.{name}.shape.vocab_size={s.vocab_size}, but the toy "
+                          f"tokenizer has {vocab} tokens")
     with torch.random.fork_rng():
-        torch.manual_seed(args.get("init_seed", 0) + (1 if value_head else 0))
-        return TinyGPT(TinyGPTConfig(tok.vocab_size, d_model=args.get("d_model", 64),
-                                     n_layers=args.get("n_layers", 2),
-                                     n_heads=args.get("n_heads", 4), value_head=value_head))
+        torch.manual_seed(init_seed + (1 if value_head else 0))
+        model = TinyGPT(TinyGPTConfig(vocab, d_model=s.hidden_size or 64,
+                                      n_layers=s.num_layers or 2, n_heads=s.num_heads or 4,
+                                      value_head=value_head))
+    return model.to(torch_dtype(cfg.weights_dtype))
 
 
 def full_sequence(data: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -59,18 +75,21 @@ def full_sequence(data: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 class PolicyInference(TorchModule):
+    class Args(SeededArgs):
+        max_prompt_len: int = 8
+
     def setup(self) -> None:
         self.tokenizer = ToyTokenizer()
-        self.model = build_lm(self.model_args).eval()
+        self.model = build_lm(self.name, self.model_config, self.typed_args.init_seed).eval()
 
     def build_dataset(self, prompts, is_eval=False):
-        return PromptDataset(prompts, self.tokenizer, self.model_args.get("max_prompt_len", 8))
+        return PromptDataset(prompts, self.tokenizer, self.typed_args.max_prompt_len)
 
     @outputs("prompt", "prompt_mask", "response", "response_mask", "logprobs")
     def forward_step(self, data, iteration=0):
-        a = self.model_args
-        temperature = a.get("temperature", 1.0)
-        gen = self.model.generate(data["prompt"], data["prompt_mask"], a.get("max_new_tokens", 16),
+        g = self.model_config.generation
+        temperature = g.temperature
+        gen = self.model.generate(data["prompt"], data["prompt_mask"], g.max_new_tokens or 16,
                                   self.tokenizer.eos_id, self.tokenizer.pad_id, temperature)
         prompt_len = data["prompt"].shape[1]
         with torch.no_grad():
@@ -84,20 +103,26 @@ class PolicyInference(TorchModule):
 
 
 class PolicyReference(TorchModule):
+    Args = SeededArgs
+
     def setup(self) -> None:
-        self.model = build_lm(self.model_args).eval()
+        self.model = build_lm(self.name, self.model_config, self.typed_args.init_seed).eval()
 
     @outputs("ref_logprobs")
     def forward_step(self, data, iteration=0):
         tokens, mask, p = full_sequence(data)
         with torch.no_grad():
-            lp = self.model.response_logprobs(tokens, mask, p, self.model_args.get("temperature", 1.0))
+            lp = self.model.response_logprobs(tokens, mask, p,
+                                              self.model_config.generation.temperature)
         return {"ref_logprobs": lp * data["response_mask"]}
 
 
 class ValueInference(TorchModule):
+    Args = SeededArgs
+
     def setup(self) -> None:
-        self.model = build_lm(self.model_args, value_head=True).eval()
+        self.model = build_lm(self.name, self.model_config, self.typed_args.init_seed,
+                              value_head=True).eval()
 
     @outputs("values")
     def forward_step(self, data, iteration=0):
@@ -110,9 +135,14 @@ class ValueInference(TorchModule):
 class RewardInference(BaseModule):
     """Rule-based score, then KL-penalised per-token rewards and GAE advantages."""
 
+    class Args(ModuleArgs):
+        kl_coef: float = 0.05
+        gamma: float = 1.0
+        lam: float = 0.95
+
     def setup(self) -> None:
         self.tokenizer = ToyTokenizer()
-        self.kl = ppo.KLController(self.model_args.get("kl_coef", 0.05))
+        self.kl = ppo.KLController(self.typed_args.kl_coef)
 
     def score(self, response: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n_new = response.shape[1]
@@ -124,11 +154,11 @@ class RewardInference(BaseModule):
 
     @outputs("score", "advantages", "returns")
     def forward_step(self, data, iteration=0):
-        a = self.model_args
+        a = self.typed_args
         mask = data["response_mask"]
         score = self.score(data["response"], mask)
         out = ppo.ppo_advantages(score, data["logprobs"], data["ref_logprobs"], data["values"],
-                                 mask, self.kl.kl_coef, a.get("gamma", 1.0), a.get("lam", 0.95))
+                                 mask, self.kl.kl_coef, a.gamma, a.lam)
         kl_per_seq = out["kl"].sum(1).mean().item()
         self.log("reward", score.mean().item())
         self.log("kl", kl_per_seq)
@@ -144,13 +174,17 @@ class RewardInference(BaseModule):
 
 
 class _Trainer(TorchModule):
+    """Adam with ``models.<name>.optim`` (lr, betas, eps, weight decay; grad_clip)."""
+
     value_head = False
 
-    def setup(self) -> None:
-        a = self.model_args
-        self.model = build_lm(a, value_head=self.value_head).train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=a.get("lr", 1e-3))
+    class Args(SeededArgs):
+        clip_eps: float = 0.2
 
+    def setup(self) -> None:
+        self.model = build_lm(self.name, self.model_config, self.typed_args.init_seed,
+                              value_head=self.value_head).train()
+        self.optimizer = self.optimizer_from_config(torch.optim.Adam)
 
 
 class PolicyTrainer(_Trainer):
@@ -161,15 +195,15 @@ class PolicyTrainer(_Trainer):
         sizes = [mb["advantages"].shape[0] for mb in data]
         for mb, a in zip(data, adv.split(sizes)):
             mb["whitened_advantages"] = a
-        temperature = self.model_args.get("temperature", 1.0)
+        temperature = self.model_config.generation.temperature
 
         def loss_fn(mb):
             tokens, mask, p = full_sequence(mb)
             lp = self.model.response_logprobs(tokens, mask, p, temperature)
             return ppo.policy_loss(lp, mb["logprobs"], mb["whitened_advantages"],
-                                   mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
+                                   mb["response_mask"].float(), self.typed_args.clip_eps)
 
-        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
+        return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)
 
 
 class ValueTrainer(_Trainer):
@@ -180,6 +214,6 @@ class ValueTrainer(_Trainer):
             tokens, mask, p = full_sequence(mb)
             values = self.model.response_values(tokens, mask, p)
             return ppo.value_loss(values, mb["values"], mb["returns"],
-                                  mb["response_mask"].float(), self.model_args.get("clip_eps", 0.2))
+                                  mb["response_mask"].float(), self.typed_args.clip_eps)
 
-        return self.train_micro_batches(data, loss_fn, self.model_args.get("max_grad_norm", 1.0))
+        return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the examples directory on sys.path and a tiny PPO config."""
+"""Shared fixtures: ``tests/`` on sys.path (for ``fixtures``, ``ppo_setup``, ``tiny_engines``)
+and a tiny PPO config. ``examples/`` is not on the path: tests never import an example."""
 
 from __future__ import annotations
 
@@ -7,10 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:

@@ -23,9 +23,8 @@ TINY_PPO = {
 def build_ppo(config: dict):
     """flowrl.init + the six tiny modules + RLHFEngine, with prompts set."""
     import flowrl
-    from ppo_tiny import make_prompts
-    from tiny_ppo_models import (PolicyInference, PolicyReference, PolicyTrainer,
-                                 RewardInference, ValueInference, ValueTrainer)
+    from fixtures.tiny_ppo import (PolicyInference, PolicyReference, PolicyTrainer,
+                                   RewardInference, ValueInference, ValueTrainer, make_prompts)
 
     flowrl.init(config)
     mods = dict(policy=PolicyInference("policy"), reference=PolicyReference("reference"),

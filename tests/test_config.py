@@ -112,3 +112,93 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
     cfg = load_config(path)
     assert (cfg.model("policy").dtype, cfg.model("policy").args) == ("bf16", {"d_model": 32})
     assert cfg.model("value").dtype == "fp32"
+
+
+# ---- typed model settings (issue 11, item 6) ------------------------------------------------
+def test_flat_keys_are_aliases_of_one_typed_field():
+    cfg = load_config({"models": {"p": {"tensor_model_parallel_size": 2, "num_layers": 3,
+                                        "max_new_tokens": 7, "num_devices": 4}}})
+    m = cfg.model("p")
+    assert (m.parallel.tp, m.shape.num_layers, m.generation.max_new_tokens) == (2, 3, 7)
+    assert (m.tensor_model_parallel_size, m.num_layers, m.max_new_tokens, m.dp_size) == \
+        (2, 3, 7, 2)
+    assert "tensor_model_parallel_size" not in m.model_dump()  # stored once, typed
+    assert load_config(cfg).model("p") == m  # a dumped config loads back the same
+    with pytest.raises(ConfigError, match=r"models.p: num_layers=2 \(an alias of "
+                                          r"shape.num_layers\) and shape.num_layers=3"):
+        load_config({"models": {"p": {"num_layers": 2, "shape": {"num_layers": 3}}}})
+    with pytest.raises(ConfigError, match=r"models.p.generation.max_new_token: unknown field; "
+                                          r"did you mean 'max_new_tokens'"):
+        load_config({"models": {"p": {"generation": {"max_new_token": 3}}}})
+    with pytest.raises(ConfigError, match=r"models.p.num_layer: unknown field; did you mean "
+                                          r"'num_layers'"):
+        load_config({"models": {"p": {"num_layer": 3}}})
+
+
+def _hf_dir(tmp_path, **over):
+    import json
+
+    hf = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 8,
+          "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 512,
+          "torch_dtype": "float32", **over}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    return str(tmp_path)
+
+
+def test_model_path_config_json_fills_shape_and_dtype(tmp_path):
+    from flowrl.compiler.resources import model_resources
+    from flowrl.ir import FLOW_INPUT, CallNode, FlowGraph
+
+    path = _hf_dir(tmp_path)
+    m = load_config({"models": {"p": {"model_path": path}}}).model("p")
+    assert (m.shape.num_layers, m.shape.hidden_size, m.shape.num_heads, m.shape.num_kv_heads,
+            m.shape.vocab_size) == (4, 256, 8, 2, 1000)
+    assert m.dtype is None and m.weights_dtype == "fp32"  # an fp32 checkpoint stays fp32
+    g = FlowGraph("rollout")
+    g.add_call(CallNode("p.forward_step", "p", "forward_step", (FLOW_INPUT,), order=0))
+    r = model_resources({"p": m}, {"rollout": g})["p"]
+    assert (r.dtype, r.num_layers, r.hidden_size, r.kv_fraction) == ("fp32", 4, 256, 0.25)
+    assert load_config({"models": {"p": {"model_path": path, "dtype": "bf16"}}}).model(
+        "p").weights_dtype == "bf16"  # an explicit dtype wins
+    with pytest.raises(ConfigError, match=rf"models.p: shape.num_layers=3 contradicts "
+                                          rf"num_hidden_layers=4 in {path}/config.json"):
+        load_config({"models": {"p": {"model_path": path, "num_layers": 3}}})
+    with pytest.raises(ConfigError, match=r"shape.max_seq_len=1024 exceeds "
+                                          r"max_position_embeddings=512"):
+        load_config({"models": {"p": {"model_path": path, "shape": {"max_seq_len": 1024}}}})
+
+
+def test_module_args_are_typed_when_the_class_declares_them():
+    from flowrl import TorchModule
+    from flowrl.models.args import ModuleArgs
+
+    class Policy(TorchModule):
+        class Args(ModuleArgs):
+            max_prompt_len: int = 8
+
+    cfg = load_config({"models": {"policy": {"args": {"max_prompt_len": 5}},
+                                  "free": {"args": {"anything": 1}}}})
+    assert Policy("policy").bind(cfg).typed_args.max_prompt_len == 5
+    assert TorchModule("free").bind(cfg).model_args == {"anything": 1}  # no Args: free-form
+    bad = load_config({"models": {"policy": {"args": {"max_promt_len": 5, "lr": 0.1}}}})
+    with pytest.raises(ConfigError) as e:
+        Policy("policy").bind(bad)
+    msg = str(e.value)
+    assert "models.policy.args.max_promt_len: unknown key; did you mean 'max_prompt_len'" in msg
+    assert "models.policy.args.lr: a typed setting of every model now: write " \
+           "models.policy.optim.lr" in msg
+
+
+def test_tiny_example_plans_with_its_own_generation_settings():
+    """The planner reads the same typed fields the example's modules run with."""
+    from pathlib import Path
+
+    from flowrl.compiler.resources import model_resources
+    from flowrl.ir import FLOW_INPUT, CallNode, FlowGraph
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "ppo_tiny.yaml")
+    g = FlowGraph("rollout")
+    g.add_call(CallNode("policy.forward_step", "policy", "forward_step", (FLOW_INPUT,), order=0))
+    r = model_resources(dict(cfg.models), {"rollout": g})["policy"]
+    assert (r.max_new_tokens, r.max_seq_len, r.dtype, r.num_layers, r.hidden_size) == \
+        (16, 24, "fp32", 2, 64)

@@ -121,8 +121,7 @@ def test_grpo_accuracy_on_held_out_problems():
     cfg = config(TINY_GRPO, num_episode=2, eval_episode_interval=1,
                  enable_eval_before_training=True)
     engine = build_grpo(cfg, with_evaluator=False)
-    from grpo_tiny import split_problems
-    from tiny_grpo_models import accuracy_by_split
+    from fixtures.tiny_grpo import accuracy_by_split, split_problems
 
     _, held_out = split_problems()
     outputs = []

@@ -1,4 +1,5 @@
-"""Small configs and builders for the DPO / online-DPO / GRPO examples, sized for fast tests."""
+"""Small configs and builders for tiny DPO / online-DPO / GRPO engines, sized for fast tests
+(the modules live in ``tests/fixtures``)."""
 
 from __future__ import annotations
 
@@ -55,22 +56,22 @@ def config(base: dict, **runtime_args) -> dict:
 
 
 def build_grpo(cfg: dict, with_evaluator: bool = True):
-    """The GRPO example's engine (evaluator over train + held-out problems)."""
-    import grpo_tiny
+    """The tiny GRPO engine (evaluator over train + held-out problems)."""
+    from fixtures import tiny_grpo
 
-    return grpo_tiny.build(cfg, with_evaluator)
+    return tiny_grpo.build(cfg, with_evaluator)
 
 
 def build_dpo(cfg: dict, with_evaluator: bool = True):
-    import dpo_tiny
+    from fixtures import tiny_dpo
 
-    return dpo_tiny.build(cfg, with_evaluator)
+    return tiny_dpo.build(cfg, with_evaluator)
 
 
 def build_online_dpo(cfg: dict):
-    import online_dpo_tiny
+    from fixtures import tiny_dpo
 
-    return online_dpo_tiny.build(cfg)
+    return tiny_dpo.build_online(cfg)
 
 
 def comparable(rows: list[dict]) -> list[dict]:

@@ -1,10 +1,13 @@
 """Per-model resource specs, derived from config without loading weights.
 
-Sizes come from ``num_params`` or from ``num_layers``/``hidden_size``/``vocab_size``
-(``P = 12 * L * h^2 + V * h``: attention + MLP blocks plus a tied embedding). Whatever is
-missing of layers/hidden/vocab when ``num_params`` is given is guessed from the usual GPT
-aspect ratio (``L ~ h / 128``, ``V = 32000``); give them for accurate KV-cache and
-activation estimates.
+Everything is read from the typed fields of a model's config (``shape``, ``parallel``,
+``generation``, ``dtype``: see :mod:`flowrl.config.model`), the same fields the built-in
+modules build and run with. Sizes come from ``shape.num_params`` or from
+``shape.num_layers``/``hidden_size``/``vocab_size`` (``P = 12 * L * h^2 + V * h``:
+attention + MLP blocks plus a tied embedding). Whatever is missing of layers/hidden/vocab
+when ``num_params`` is given is guessed from the usual GPT aspect ratio (``L ~ h / 128``,
+``V = 32000``); give them (or a ``model_path``) for accurate KV-cache and activation
+estimates.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ModelResources:
     colocation_group: str | None
     offload: OffloadPolicy
     generates: bool = False  # samples responses when it reads a rollout's prompts
+    kv_fraction: float = 1.0  # num_kv_heads / num_heads (grouped-query attention)
 
     @property
     def mp(self) -> int:
@@ -72,8 +76,10 @@ class ModelResources:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        """K and V for every layer (full multi-head attention; GQA would need less)."""
-        return 2 * self.num_layers * self.hidden_size * self.dtype_bytes
+        """K and V for every layer (``kv_fraction`` of the heads under grouped-query
+        attention)."""
+        return round(2 * self.num_layers * self.hidden_size * self.kv_fraction *
+                     self.dtype_bytes)
 
     def state_kinds(self) -> tuple[str, ...]:
         """Kinds of persistent device state this model holds."""
@@ -92,15 +98,16 @@ def forced_kinds(policy: OffloadPolicy) -> tuple[str, ...]:
 
 def _size(name: str, cfg: ModelConfig) -> tuple[int, int, int, int]:
     """(num_params, layers, hidden, vocab), derived as documented above."""
-    p, layers, hidden, vocab = cfg.num_params, cfg.num_layers, cfg.hidden_size, cfg.vocab_size
+    s = cfg.shape
+    p, layers, hidden, vocab = s.num_params, s.num_layers, s.hidden_size, s.vocab_size
     if p is None:
         missing = [f for f, v in (("num_layers", layers), ("hidden_size", hidden),
                                   ("vocab_size", vocab)) if v is None]
         if missing:
             raise CompileError(
                 f"model '{name}' has no size: set models.{name}.num_params (or "
-                f"models.{name}.num_layers, hidden_size and vocab_size; missing: "
-                f"{', '.join(missing)})")
+                f"models.{name}.num_layers, hidden_size and vocab_size; under shape: or flat, "
+                f"or a model_path with a config.json; missing: {', '.join(missing)})")
         return 12 * layers * hidden * hidden + vocab * hidden, layers, hidden, vocab
     vocab = vocab or DEFAULT_VOCAB
     if hidden is None:
@@ -117,14 +124,16 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
     """Resources of every model any graph calls (validated configs assumed).
 
     A model *generates* (its prompt-reading rollout/eval call samples responses) when it is a
-    sync destination (the policy being trained) or its section sets ``max_new_tokens``;
-    other prompt-reading calls only score (offline DPO's reference, say).
+    sync destination (the policy being trained) or its section sets
+    ``generation.max_new_tokens``; other prompt-reading calls only score (offline DPO's
+    reference, say).
     """
     used = {c.model: None for g in graphs.values() for c in g.calls()}
     synced = {dst for _, dst in sync}
     trains = {c.model for g in graphs.values() for c in g.calls() if c.is_train}
-    seqs = [m.max_seq_len for m in models.values() if m.max_seq_len]
-    news = [m.max_new_tokens for m in models.values() if m.max_new_tokens]
+    seqs = [m.shape.max_seq_len for m in models.values() if m.shape.max_seq_len]
+    news = [m.generation.max_new_tokens for m in models.values()
+            if m.generation.max_new_tokens]
     # Models that do not say inherit the flow's lengths: one sequence passes through all.
     flow_seq = max(seqs) if seqs else DEFAULT_SEQ_LEN
     flow_new = max(news) if news else flow_seq // 2
@@ -132,19 +141,22 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
     for name in used:
         cfg = models[name]
         p, layers, hidden, vocab = _size(name, cfg)
-        seq = cfg.max_seq_len or flow_seq
-        new = min(cfg.max_new_tokens or flow_new, max(1, seq - 1))
+        seq = cfg.shape.max_seq_len or flow_seq
+        new = min(cfg.generation.max_new_tokens or flow_new, max(1, seq - 1))
         pinned = None
-        if cfg.num_devices is not None or cfg.data_parallel_size is not None:
+        if cfg.num_devices is not None or cfg.parallel.dp is not None:
             pinned = cfg.total_devices
         trainable = cfg.trainable if cfg.trainable is not None else name in trains
+        heads, kv_heads = cfg.shape.num_heads, cfg.shape.num_kv_heads
         out[name] = ModelResources(
             name=name, num_params=p, num_layers=layers, hidden_size=hidden, vocab_size=vocab,
-            dtype=cfg.dtype, trainable=trainable, tp=cfg.tensor_model_parallel_size,
-            pp=cfg.pipeline_model_parallel_size, pinned_devices=pinned,
+            dtype=cfg.weights_dtype, trainable=trainable, tp=cfg.parallel.tp,
+            pp=cfg.parallel.pp, pinned_devices=pinned,
             manual_devices=tuple(cfg.devices) if cfg.devices is not None else None,
             max_seq_len=seq, max_new_tokens=new, colocation_group=cfg.colocation_group,
-            offload=cfg.offload, generates=name in synced or cfg.max_new_tokens is not None)
+            offload=cfg.offload,
+            generates=name in synced or cfg.generation.max_new_tokens is not None,
+            kv_fraction=kv_heads / heads if heads and kv_heads else 1.0)
     return out
 
 

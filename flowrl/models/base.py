@@ -7,6 +7,7 @@ from typing import Any
 from flowrl import context
 from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.errors import UnknownMethodError
+from flowrl.models.args import validate_module_args
 
 # Methods that belong to the module's life cycle, never to a flow.
 LIFECYCLE_METHODS = frozenset({
@@ -67,6 +68,15 @@ class BaseModule:
     def model_args(self) -> dict[str, Any]:
         """The free-form ``args`` of this model's config section."""
         return self.model_config.args
+
+    #: The class's typed ``args`` (a pydantic model, see :mod:`flowrl.models.args`), checked
+    #: by :meth:`bind`; ``None`` keeps ``args`` free-form.
+    Args: Any = None
+
+    @property
+    def typed_args(self) -> Any:
+        """``models.<model_name>.args`` validated against ``Args`` (``None`` without one)."""
+        return validate_module_args(type(self), self.name, self.model_config)
 
     @property
     def runtime_args(self) -> RuntimeArgs:

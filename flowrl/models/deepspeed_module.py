@@ -3,12 +3,14 @@
 The subclass builds the ``torch.nn.Module`` (and, optionally, its torch optimizer); flowrl
 wraps them with ``deepspeed.initialize`` using the model's config:
 
-* ``models.<name>.dtype``: ``bf16`` or ``fp32`` (``fp16`` too, with dynamic loss scaling);
-* ``models.<name>.args.zero_stage``: ZeRO stage 0-3 (default 0);
+* ``models.<name>.dtype``: ``bf16`` or ``fp32`` (``fp16`` too, with dynamic loss scaling;
+  default: the checkpoint's ``torch_dtype`` from ``model_path``, else bf16);
+* ``models.<name>.optim``: AdamW's lr / betas / eps / weight decay; ``optim.grad_clip`` ->
+  ``gradient_clipping``;
+* ``models.<name>.args`` (:class:`DeepSpeedArgs`): ``zero_stage`` 0-3 (default 0),
+  ``ds_config`` (any further DeepSpeed config keys, merged last), ``init_seed``;
 * ``runtime_args.train_global_batch_size`` / ``train_micro_batch_size``: DeepSpeed's
-  ``train_batch_size`` / ``train_micro_batch_size_per_gpu`` (gradient accumulation follows);
-* ``args.max_grad_norm`` -> ``gradient_clipping``; ``args.ds_config``: any further DeepSpeed
-  config keys, merged last.
+  ``train_batch_size`` / ``train_micro_batch_size_per_gpu`` (gradient accumulation follows).
 
 On a machine without CUDA, DeepSpeed runs on its CPU accelerator over gloo (set up here:
 ``DS_ACCELERATOR=cpu``; install with ``DS_BUILD_OPS=0``). Under ZeRO-3 the parameters are
@@ -17,7 +19,7 @@ partitioned, so :meth:`named_sync_tensors` and checkpoints gather full tensors f
 
 >>> class PolicyTrainer(DeepSpeedModule):
 ...     def build_model(self):
-...         return load_causal_lm(self.model_args["model_path"])
+...         return load_causal_lm(self.model_config.model_path)
 ...     def train_step(self, data, iteration):
 ...         return self.train_micro_batches(data, lambda engine, mb: my_loss(engine, mb))
 """
@@ -27,12 +29,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from flowrl.models._extras import require
+from flowrl.models.args import ModuleArgs
 from flowrl.models.torch_module import TorchModule
 
 _DS_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -63,6 +66,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class DeepSpeedArgs(ModuleArgs):
+    """``models.<name>.args`` of a :class:`DeepSpeedModule` (subclasses extend it)."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    ds_config: dict[str, Any] = {}  # further DeepSpeed config keys, merged last
+    init_seed: int | None = None  # seeds build_model (default runtime_args.seed)
+
+
 class DeepSpeedModule(TorchModule):
     """A trainer whose model and optimizer live in a ``DeepSpeedEngine``.
 
@@ -71,6 +82,7 @@ class DeepSpeedModule(TorchModule):
     (the plain ``nn.Module``), ``self.engine`` the ``DeepSpeedEngine``.
     """
 
+    Args = DeepSpeedArgs
     engine: Any = None
 
     def __init__(self, name: str) -> None:
@@ -84,30 +96,22 @@ class DeepSpeedModule(TorchModule):
                                   f"build_model() returning a torch.nn.Module")
 
     def build_optimizer(self, params) -> torch.optim.Optimizer:
-        a = self.model_args
-        return torch.optim.AdamW(params, lr=a.get("lr", 1e-5),
-                                 weight_decay=a.get("weight_decay", 0.0))
+        """AdamW with ``models.<name>.optim`` (override for another optimizer)."""
+        return self.optimizer_from_config(torch.optim.AdamW, params)
 
     # ---- config -------------------------------------------------------------------------
     @property
     def zero_stage(self) -> int:
-        stage = int(self.model_args.get("zero_stage", 0))
-        if stage not in (0, 1, 2, 3):
-            raise ValueError(f"models.{self.name}.args.zero_stage must be 0-3, got {stage}")
-        return stage
+        return self.typed_args.zero_stage
 
     @property
     def dtype_name(self) -> str:
-        name = self.model_args.get("dtype") or self.model_config.dtype
-        if name not in _DS_DTYPES:
-            raise ValueError(f"models.{self.name}.dtype must be one of {sorted(_DS_DTYPES)}")
-        return name
+        return self.model_config.weights_dtype
 
     def ds_config(self, world_size: int = 1) -> dict[str, Any]:
         """The DeepSpeed config this module runs with (``args.ds_config`` merged last)."""
-        ra, a = self.runtime_args, self.model_args
-        micro = a.get("train_micro_batch_size", ra.train_micro_batch_size)
-        glob = a.get("train_global_batch_size", ra.train_global_batch_size)
+        ra, a = self.runtime_args, self.typed_args
+        micro, glob = ra.train_micro_batch_size, ra.train_global_batch_size
         if glob % (micro * world_size):
             raise ValueError(
                 f"{self.name}: train_global_batch_size={glob} is not a multiple of "
@@ -124,9 +128,9 @@ class DeepSpeedModule(TorchModule):
             "steps_per_print": 2 ** 31 - 1,
             "wall_clock_breakdown": False,
         }
-        if a.get("max_grad_norm") is not None:
-            cfg["gradient_clipping"] = float(a["max_grad_norm"])
-        return _merge(cfg, a.get("ds_config", {}))
+        if self.model_config.optim.grad_clip is not None:
+            cfg["gradient_clipping"] = float(self.model_config.optim.grad_clip)
+        return _merge(cfg, a.ds_config)
 
     # ---- life cycle ---------------------------------------------------------------------
     def setup(self) -> None:
@@ -137,7 +141,8 @@ class DeepSpeedModule(TorchModule):
         world = torch.distributed.get_world_size()
         config = self.ds_config(world)
         with torch.random.fork_rng():
-            torch.manual_seed(self.model_args.get("init_seed", self.runtime_args.seed))
+            seed = self.typed_args.init_seed
+            torch.manual_seed(self.runtime_args.seed if seed is None else seed)
             module = self.build_model()
         optimizer = self.build_optimizer(module.parameters())
         self.engine, self.optimizer, _, self.scheduler = ds.initialize(

@@ -10,7 +10,8 @@ flowrl never reaches the hub. The pieces:
 * :func:`response_logprobs` / :func:`response_values` - through the fused kernel dispatcher
   (:func:`flowrl.kernels.token_logprobs`);
 * :class:`HFModule` - a :class:`~flowrl.models.torch_module.TorchModule` whose ``setup`` loads
-  ``model_args["model_path"]`` (``head: lm | value``) and, for trainers, an AdamW optimizer;
+  ``models.<name>.model_path`` (``args.head: lm | value``) in the model's dtype and, for
+  trainers, an AdamW optimizer from ``models.<name>.optim``;
 * :func:`build_char_tokenizer`, :func:`save_tiny_llama` - a tiny random Llama + char tokenizer
   written to a directory, for tests and examples (no downloads).
 
@@ -22,13 +23,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from flowrl import kernels
+from flowrl.errors import ConfigError
 from flowrl.models._extras import require
+from flowrl.models.args import ModuleArgs
 from flowrl.models.torch_module import TorchModule
 
 VALUE_HEAD_FILE = "flowrl_value_head.pt"
@@ -216,15 +219,27 @@ def generate(model: nn.Module, prompt: torch.Tensor, prompt_mask: torch.Tensor,
 
 
 # ------------------------------------------------------------------------- the module
+class HFArgs(ModuleArgs):
+    """``models.<name>.args`` of an :class:`HFModule` (subclasses extend it)."""
+
+    head: Literal["lm", "value"] = "lm"
+    head_seed: int = 0  # a fresh value head's initialisation
+    do_sample: bool = True  # False: greedy decoding
+    eos_id: int | None = None  # default: the tokenizer's
+    pad_id: int | None = None
+
+
 class HFModule(TorchModule):
     """A :class:`TorchModule` over a local Hugging Face model directory.
 
-    ``models.<name>.args``: ``model_path`` (required), ``head`` (``lm``, the default, or
-    ``value``), ``dtype`` (``fp32``/``bf16``; default: the model config's ``dtype``),
-    ``lr`` / ``weight_decay`` (trainers get AdamW), ``head_seed`` (fresh value heads).
-    Subclasses write ``forward_step`` / ``train_step`` with the helpers below.
+    Typed settings of ``models.<name>``: ``model_path`` (required), ``dtype`` (default: the
+    checkpoint's ``torch_dtype`` from its config.json, so an fp32 checkpoint stays fp32),
+    ``generation`` (max_new_tokens, temperature, top_p, top_k), ``optim`` (trainers get
+    AdamW). ``args``: see :class:`HFArgs`. Subclasses write ``forward_step`` /
+    ``train_step`` with the helpers below.
     """
 
+    Args = HFArgs
     tokenizer: Any = None
 
     def __init__(self, name: str) -> None:
@@ -233,23 +248,22 @@ class HFModule(TorchModule):
 
     @property
     def model_path(self) -> str:
-        path = self.model_args.get("model_path")
+        path = self.model_config.model_path
         if not path:
-            raise ValueError(f"models.{self.name}.args.model_path must name a local HF model dir")
+            raise ConfigError(f"models.{self.name}.model_path must name a local HF model dir")
         return str(path)
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch_dtype(self.model_args.get("dtype") or self.model_config.dtype)
+        """``models.<name>.dtype``, else the checkpoint's own (never a silent bf16 cast)."""
+        return torch_dtype(self.model_config.weights_dtype)
 
     def build_model(self) -> nn.Module:
-        head = self.model_args.get("head", "lm")
-        if head == "lm":
+        a = self.typed_args
+        if a.head == "lm":
             return load_causal_lm(self.model_path, self.dtype, self.device)
-        if head == "value":
-            return HFValueModel.from_pretrained(self.model_path, self.dtype,
-                                                self.model_args.get("head_seed", 0), self.device)
-        raise ValueError(f"models.{self.name}.args.head must be 'lm' or 'value', got {head!r}")
+        return HFValueModel.from_pretrained(self.model_path, self.dtype, a.head_seed,
+                                            self.device)
 
     def setup(self) -> None:
         self.model = self.build_model()
@@ -257,24 +271,28 @@ class HFModule(TorchModule):
             self.tokenizer = load_tokenizer(self.model_path)
         if self.trainable:
             self.model.train()
-            self.optimizer = torch.optim.AdamW(
-                self.model.parameters(), lr=self.model_args.get("lr", 1e-5),
-                weight_decay=self.model_args.get("weight_decay", 0.0))
+            self.optimizer = self.optimizer_from_config(torch.optim.AdamW)
         else:
             self.model.eval()
             self.model.requires_grad_(False)
 
     # helpers for subclasses -----------------------------------------------------------
     def generate(self, prompt: torch.Tensor, prompt_mask: torch.Tensor, **overrides) -> dict:
-        a = {**self.model_args, **overrides}
+        """Sample with ``models.<name>.generation`` (keyword ``overrides`` win: max_new_tokens,
+        temperature, top_p, top_k, do_sample, eos_id, pad_id)."""
+        g, a = self.model_config.generation, self.typed_args
+        o = {"max_new_tokens": g.max_new_tokens or 16, "temperature": g.temperature,
+             "top_p": g.top_p, "top_k": g.top_k, "do_sample": a.do_sample,
+             "eos_id": self.tokenizer.eos_token_id if a.eos_id is None else a.eos_id,
+             "pad_id": self.tokenizer.pad_token_id if a.pad_id is None else a.pad_id,
+             **overrides}
         return generate(self.model, prompt.to(self.device), prompt_mask.to(self.device),
-                        a.get("max_new_tokens", 16), a.get("eos_id", self.tokenizer.eos_token_id),
-                        a.get("pad_id", self.tokenizer.pad_token_id),
-                        temperature=a.get("temperature", 1.0), top_p=a.get("top_p", 1.0),
-                        do_sample=a.get("do_sample", True), top_k=a.get("top_k", 0))
+                        o["max_new_tokens"], o["eos_id"], o["pad_id"],
+                        temperature=o["temperature"], top_p=o["top_p"],
+                        do_sample=o["do_sample"], top_k=o["top_k"])
 
     def response_logprobs(self, tokens, mask, prompt_len, temperature=None):
-        t = self.model_args.get("temperature", 1.0) if temperature is None else temperature
+        t = self.model_config.generation.temperature if temperature is None else temperature
         return response_logprobs(self.model, tokens.to(self.device), mask.to(self.device),
                                  prompt_len, t)
 

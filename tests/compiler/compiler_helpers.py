@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
@@ -9,6 +10,7 @@ import yaml
 from flowrl.ir import FLOW_INPUT, CallNode, FlowGraph
 from flowrl.config import ModelConfig, RuntimeArgs
 
+ROOT = Path(__file__).resolve().parents[2]
 PPO_NAMES = ("policy", "reference", "reward", "value", "ppo_policy", "ppo_value")
 SYNC = [("ppo_policy", "policy"), ("ppo_value", "value")]
 
@@ -70,14 +72,33 @@ def transfers(ops, start: int = 0):
     return [(o.kind, o.model, o.what) for o in ops[start:] if o.kind in ("offload", "onload")]
 
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # The tiny models' real shape (TinyGPT: 2 layers, 64 wide, 47-token vocabulary), fp32.
 TINY_SHAPE = dict(num_params=115_000, num_layers=2, hidden_size=64, vocab_size=47, dtype="fp32",
                   max_seq_len=16, max_new_tokens=8)
 
 
+# A frozen copy of the tiny PPO example's YAML (as of issue 11), for the fixture modules.
+TINY_EXAMPLE = {
+    "runtime": "local",
+    "runtime_args": {"num_episode": 40, "sample_per_episode": 64, "generation_batch_size": 32,
+                     "train_global_batch_size": 32, "train_micro_batch_size": 16,
+                     "num_training_epoch": 2, "seed": 1},
+    "models": {
+        "policy": {"args": {"init_seed": 0, "max_prompt_len": 8, "max_new_tokens": 16,
+                            "temperature": 1.0}},
+        "reference": {"args": {"init_seed": 0}},
+        "reward": {"args": {"kl_coef": 0.02, "gamma": 1.0, "lam": 0.95}},
+        "value": {"args": {"init_seed": 0}},
+        "ppo_policy": {"args": {"init_seed": 0, "lr": 0.002, "clip_eps": 0.2}},
+        "ppo_value": {"args": {"init_seed": 0, "lr": 0.002, "clip_eps": 0.2}},
+    },
+}
+
+
 def tiny_config() -> dict:
-    cfg = yaml.safe_load((EXAMPLES / "ppo_tiny.yaml").read_text())
+    """The tiny PPO fixture's config (``tests/fixtures/tiny_ppo.py``), planned with the
+    models' real shape."""
+    cfg = copy.deepcopy(TINY_EXAMPLE)
     cfg["runtime_args"].update(num_episode=2, sample_per_episode=16, generation_batch_size=8,
                                train_global_batch_size=8, train_micro_batch_size=4,
                                num_training_epoch=1, output_dir=None, progress=False)
@@ -86,4 +107,15 @@ def tiny_config() -> dict:
         section.update(TINY_SHAPE)
         if name == "reward":  # rule-based: no weights worth planning for
             section.update(num_params=1, num_layers=1, hidden_size=1)
+    return cfg
+
+
+def tiny_example_config() -> dict:
+    """examples/ppo_tiny.yaml shrunk for a fast test (for tests that run the example itself;
+    its shape, dtype and generation settings are typed fields the planner reads)."""
+    cfg = yaml.safe_load((ROOT / "examples" / "ppo_tiny.yaml").read_text())
+    cfg["runtime_args"].update(num_episode=2, sample_per_episode=16, generation_batch_size=8,
+                               train_global_batch_size=8, train_micro_batch_size=4,
+                               num_training_epoch=1, output_dir=None, progress=False)
+    cfg["models"]["policy"]["generation"]["max_new_tokens"] = 8  # short responses
     return cfg

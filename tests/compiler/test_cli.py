@@ -8,7 +8,7 @@ import yaml
 from flowrl.cli import main
 from flowrl.compiler import Schedule
 
-from compiler_helpers import tiny_config
+from compiler_helpers import tiny_example_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN_70B = ROOT / "examples" / "ppo_70b_plan.yaml"
@@ -27,7 +27,7 @@ def test_explain_config_text(capsys):
 
 def test_explain_script_passes_arguments_and_survives_code_after_learn(tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config()))
+    cfg.write_text(yaml.safe_dump(tiny_example_config()))
     code = main(["explain", str(TINY_SCRIPT), "--cluster", "local", "--strategy", "search",
                  "--format", "json", "-c", str(cfg)])
     captured = capsys.readouterr()

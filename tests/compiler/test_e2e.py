@@ -1,25 +1,20 @@
-"""End to end: the tiny PPO example compiled for a tiny local device runs with real offload."""
+"""End to end: the tiny PPO fixture compiled for a tiny local device runs with real offload."""
 
 from __future__ import annotations
 
 import math
-import sys
 
 import torch
 
 import flowrl
 from flowrl.compiler import ClusterSpec, check_residency
 
-from compiler_helpers import EXAMPLES, tiny_config
+from compiler_helpers import tiny_config
+from fixtures.tiny_ppo import (PolicyInference, PolicyReference, PolicyTrainer, RewardInference,
+                               ValueInference, ValueTrainer, make_prompts)
+
 
 def build_engine():
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        from ppo_tiny import make_prompts
-        from tiny_ppo_models import (PolicyInference, PolicyReference, PolicyTrainer,
-                                     RewardInference, ValueInference, ValueTrainer)
-    finally:
-        sys.path.remove(str(EXAMPLES))
     flowrl.init(tiny_config())
     engine = flowrl.RLHFEngine(PolicyInference("policy"), PolicyReference("reference"),
                                RewardInference("reward"), ValueInference("value"),

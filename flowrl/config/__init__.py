@@ -8,7 +8,7 @@ A config has three parts::
       sample_per_episode: 64
       ...
     models:                        # one section per module, keyed by model_name
-      policy: {num_devices: 1, args: {temperature: 1.0}}
+      policy: {num_devices: 1, generation: {temperature: 1.0}}   # see flowrl.config.model
 
 Unknown keys are errors (with a suggestion), never silently ignored.
 """
@@ -18,27 +18,21 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flowrl.chatlearn_compat import translate_chatlearn
+from flowrl.config.model import ALIASES as MODEL_ALIASES
+from flowrl.config.model import (GenerationConfig, ModelConfig, OffloadPolicy, OptimConfig,
+                                 ParallelConfig, ShapeConfig)
+from flowrl.config.types import Float, Int
 from flowrl.errors import ConfigError
 
-OffloadPolicy = Literal["auto", "never", "weights", "optimizer", "all"]
+__all__ = ["FlowRLConfig", "GenerationConfig", "ModelConfig", "OffloadPolicy", "OptimConfig",
+           "ParallelConfig", "RuntimeArgs", "ShapeConfig", "load_config"]
 
-
-def _no_bool(value: Any) -> Any:
-    # YAML reads `true` as a bool and pydantic would take it as 1: a typo must not count.
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_no_bool)]
-Float = Annotated[float, BeforeValidator(_no_bool)]
 # numpy seeds with 32 bits and flowrl derives per-call seeds from this one.
 SEED_LIMIT = 2**32
 
@@ -123,55 +117,6 @@ class RuntimeArgs(_Strict):
         return f"{self.output_dir}/checkpoints" if self.output_dir else None
 
 
-class ModelConfig(_Strict):
-    """Per-model section: what planning needs (no weights are loaded) plus user ``args``."""
-
-    num_devices: Int | None = Field(None, ge=1, description="devices for this model (default tp*pp*dp)")
-    tensor_model_parallel_size: Int = Field(1, ge=1)
-    pipeline_model_parallel_size: Int = Field(1, ge=1)
-    data_parallel_size: Int | None = Field(None, ge=1)
-    trainable: bool | None = Field(None, description="default: inferred (calls train_step)")
-    num_params: Int | None = Field(None, ge=1, description="parameter count, for planning")
-    num_layers: Int | None = Field(None, ge=1)
-    hidden_size: Int | None = Field(None, ge=1)
-    vocab_size: Int | None = Field(None, ge=1)
-    dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
-    max_seq_len: Int | None = Field(None, ge=1, description="prompt + response tokens")
-    max_new_tokens: Int | None = Field(None, ge=1)
-    colocation_group: str | None = None
-    ray_node_resource: str | None = Field(
-        None, min_length=1, description="Ray runtime: pin this model's workers to the nodes "
-        "that offer this custom resource (e.g. node_b, from `ray start --resources`)")
-    offload: OffloadPolicy = "auto"
-    devices: list[Int] | None = Field(None, description="explicit device ids (strategy manual)")
-    args: dict[str, Any] = Field(default_factory=dict, description="free-form, for the module")
-
-    @model_validator(mode="after")
-    def _parallel_sizes_fit(self) -> "ModelConfig":
-        mp = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
-        if self.num_devices is not None and self.num_devices % mp:
-            raise ValueError(
-                f"num_devices={self.num_devices} is not a multiple of tensor*pipeline "
-                f"parallel size {mp}")
-        return self
-
-    @property
-    def model_parallel_size(self) -> int:
-        return self.tensor_model_parallel_size * self.pipeline_model_parallel_size
-
-    @property
-    def dp_size(self) -> int:
-        if self.data_parallel_size is not None:
-            return self.data_parallel_size
-        if self.num_devices is not None:
-            return self.num_devices // self.model_parallel_size
-        return 1
-
-    @property
-    def total_devices(self) -> int:
-        return self.num_devices or self.model_parallel_size * self.dp_size
-
-
 class FlowRLConfig(_Strict):
     """The whole configuration."""
 
@@ -193,15 +138,31 @@ class FlowRLConfig(_Strict):
         return self.models[name]
 
 
-def _format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+def _written_loc(loc: tuple, data: dict) -> tuple:
+    """``loc`` as the user wrote it: ``models.m.parallel.tp`` reads ``models.m.
+    tensor_model_parallel_size`` when the value came from that flat alias."""
+    if len(loc) != 4 or loc[0] != "models":
+        return loc
+    section = (data.get("models") or {}).get(loc[1])
+    for alias, target in MODEL_ALIASES.items():
+        if target == (loc[2], loc[3]) and isinstance(section, dict) and alias in section:
+            return ("models", loc[1], alias)
+    return loc
+
+
+def _format_validation_error(err: ValidationError, model: type[BaseModel], source: str,
+                             data: dict | None = None) -> str:
     lines = [f"invalid flowrl config{(' ' + source) if source else ''}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        loc = ".".join(str(p) for p in _written_loc(tuple(e["loc"]), data or {}))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             field = str(e["loc"][-1])
             parent = _resolve_model(model, e["loc"][:-1])
-            hint = difflib.get_close_matches(field, list(parent.model_fields), n=1) if parent else []
+            names = list(parent.model_fields) if parent else []
+            if parent is ModelConfig:
+                names += list(MODEL_ALIASES)  # the flat spellings are valid keys too
+            hint = difflib.get_close_matches(field, names, n=1)
             msg = "unknown field" + (f"; did you mean '{hint[0]}'?" if hint else "")
         if e["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
@@ -305,6 +266,6 @@ def load_config(config: str | Path | dict | FlowRLConfig | None = None,
     try:
         cfg = FlowRLConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, FlowRLConfig, source)) from None
+        raise ConfigError(_format_validation_error(e, FlowRLConfig, source, data)) from None
     cfg.source = source or None
     return cfg
