@@ -41,10 +41,11 @@ def check(workdir: Path, new_tokens: int = 16) -> dict[str, Any]:
     served = str(save_tiny_llama(workdir / "served", seed=0, initializer_range=0.2))
     other = str(save_tiny_llama(workdir / "trainer", seed=1, initializer_range=0.2))
     flowrl.init({"models": {
-        "rollout": {"dtype": "fp32", "args": {
-            "model_path": served, "max_model_len": 128, "max_num_seqs": 16,
-            "max_new_tokens": new_tokens, "temperature": 0.0, "gpu_memory_utilization": 0.3}},
-        "trainer": {"trainable": True, "args": {"model_path": other, "dtype": "fp32"}}}})
+        "rollout": {"dtype": "fp32", "model_path": served,
+                    "generation": {"max_new_tokens": new_tokens, "temperature": 0.0},
+                    "args": {"max_model_len": 128, "max_num_seqs": 16,
+                             "gpu_memory_utilization": 0.3}},
+        "trainer": {"trainable": True, "model_path": other, "dtype": "fp32"}}})
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     rollout = VLLMModule("rollout")

@@ -24,9 +24,9 @@ def tp_worker(rank: int, world: int, port: int, model_dir: str, out_path: str, s
 
     flowrl.init({"runtime_args": {"seed": 3, "progress": False},
                  "models": {"trainer": {"tensor_model_parallel_size": world, "dtype": "fp32",
-                                        "args": {"model_path": model_dir, "lr": 1e-3,
-                                                 "max_grad_norm": 1.0}},
-                            "inference": {"args": {"model_path": model_dir, "dtype": "fp32"}}}})
+                                        "model_path": model_dir,
+                                        "optim": {"lr": 1e-3, "grad_clip": 1.0}},
+                            "inference": {"model_path": model_dir, "dtype": "fp32"}}})
 
     class Trainer(MegatronModule):
         def train_step(self, data, iteration):

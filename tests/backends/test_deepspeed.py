@@ -37,9 +37,9 @@ def _make(name, model_dir, stage, dtype):
     from flowrl.models.deepspeed_module import DeepSpeedModule
 
     flowrl.init({"runtime_args": {"train_global_batch_size": 8, "train_micro_batch_size": 4},
-                 "models": {name: {"dtype": dtype, "args": {"zero_stage": stage, "lr": 1e-3,
-                                                            "max_grad_norm": 1.0}},
-                            "inference": {"args": {"model_path": str(model_dir), "dtype": "fp32"}}}})
+                 "models": {name: {"dtype": dtype, "args": {"zero_stage": stage},
+                                   "optim": {"lr": 1e-3, "grad_clip": 1.0}},
+                            "inference": {"model_path": str(model_dir), "dtype": "fp32"}}})
 
     class Trainer(DeepSpeedModule):
         def build_model(self):

@@ -114,10 +114,10 @@ def test_hf_module_train_and_sync(tiny_llama_dir):
     from flowrl.models.hf import HFModule
     from flowrl.runtime.sync import sync_parameters
 
-    flowrl.init({"models": {"policy": {"args": {"model_path": str(tiny_llama_dir), "dtype": "fp32",
-                                                "max_new_tokens": 8, "temperature": 1.0}},
-                            "trainer": {"trainable": True, "args": {"model_path": str(tiny_llama_dir),
-                                                                    "dtype": "fp32", "lr": 1e-3}}}})
+    flowrl.init({"models": {"policy": {"model_path": str(tiny_llama_dir), "dtype": "fp32",
+                                       "generation": {"max_new_tokens": 8, "temperature": 1.0}},
+                            "trainer": {"trainable": True, "model_path": str(tiny_llama_dir),
+                                        "dtype": "fp32", "optim": {"lr": 1e-3}}}})
     policy, trainer = HFModule("policy"), HFModule("trainer")
     policy.ensure_setup()
     trainer.ensure_setup()

@@ -23,9 +23,11 @@ def _config(tmp_path, **trainer_overrides):
                                train_global_batch_size=8, train_micro_batch_size=4,
                                output_dir=str(tmp_path / "run"), progress=False)
     for m in cfg["models"].values():
-        if "model_path" in m["args"]:
-            m["args"]["model_path"] = str(tmp_path / "tiny_llama")
-    cfg["models"]["policy"]["args"].update(backend="hf", max_new_tokens=8)
+        if "model_path" in m:
+            m["model_path"] = str(tmp_path / "tiny_llama")
+    cfg["models"]["reward"]["args"]["tokenizer_path"] = str(tmp_path / "tiny_llama")
+    cfg["models"]["policy"]["args"].update(backend="hf")
+    cfg["models"]["policy"]["generation"]["max_new_tokens"] = 8
     for name, over in trainer_overrides.items():
         over = dict(over)
         cfg["models"][name]["args"].update(over.pop("args", {}))

@@ -29,10 +29,10 @@ def engine(tmp_path_factory):
     other = str(save_tiny_llama(tmp_path_factory.mktemp("vllm_llama_other"), seed=1,
                                 initializer_range=0.2))
     flowrl.init({"models": {
-        "rollout": {"args": {"model_path": d, "max_model_len": 128, "max_num_seqs": 8,
-                             "max_new_tokens": 10, "temperature": 0.0}},
-        "hf_policy": {"args": {"model_path": d, "dtype": "fp32"}},
-        "trainer": {"trainable": True, "args": {"model_path": other, "dtype": "fp32"}}}})
+        "rollout": {"model_path": d, "args": {"max_model_len": 128, "max_num_seqs": 8},
+                    "generation": {"max_new_tokens": 10, "temperature": 0.0}},
+        "hf_policy": {"model_path": d, "dtype": "fp32"},
+        "trainer": {"trainable": True, "model_path": other, "dtype": "fp32"}}})
     t0 = time.perf_counter()
     rollout = VLLMModule("rollout")
     rollout.ensure_setup()
