@@ -48,11 +48,11 @@ def check(workdir: Path, new_tokens: int = 16) -> dict[str, Any]:
         "trainer": {"trainable": True, "model_path": other, "dtype": "fp32"}}})
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    rollout = VLLMModule("rollout")
+    rollout = VLLMModule("rollout").bind(flowrl.get_args())  # no engine: bind by hand
     rollout.ensure_setup()
     out["engine_start_ms"] = _ms(t0)
     try:
-        trainer = HFModule("trainer")
+        trainer = HFModule("trainer").bind(flowrl.get_args())
         trainer.ensure_setup()
         enc = rollout.tokenizer(TEXTS, return_tensors="pt", padding=True)
         ids, mask = enc.input_ids, enc.attention_mask

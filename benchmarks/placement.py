@@ -113,8 +113,8 @@ def _placeholder_classes():
 
 def traced_flows(flow: str) -> tuple[dict[str, FlowGraph], list[tuple[str, str]],
                                      dict[str, frozenset[str]]]:
-    """(graphs, sync pairs, methods) of a flow shape. Calls ``flowrl.init`` (resets the
-    module registry) to create its placeholder modules."""
+    """(graphs, sync pairs, methods) of a flow shape, traced over placeholder modules
+    (calls ``flowrl.init`` for their config sections)."""
     import flowrl
     from flowrl.cli import PPO_ROLES, ppo_engine_from_config
 

@@ -18,7 +18,7 @@ from flowrl.engines.rlhf import RLHFEngine
 from flowrl.errors import (
     CompileError, ConfigError, FlowRLError, KeyCollisionError, MissingExtraError, StageError,
     TraceError, UnknownMethodError)
-from flowrl.models.base import BaseModule, outputs
+from flowrl.models.base import BaseModule, ModuleNotBoundError, outputs
 from flowrl.models.torch_module import TorchModule
 
 __version__ = "0.1.0"
@@ -29,7 +29,7 @@ __all__ = [
     "GRPOEngine", "RuleReward", "PreferenceDataset", "load_preference_records",
     "BaseModule", "TorchModule", "outputs",
     "FlowRLError", "ConfigError", "TraceError", "KeyCollisionError", "UnknownMethodError",
-    "StageError", "CompileError", "MissingExtraError",
+    "StageError", "CompileError", "MissingExtraError", "ModuleNotBoundError",
 ]
 
 # Optional backends. Importing these names imports none of the heavy libraries; constructing

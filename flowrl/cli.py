@@ -6,10 +6,11 @@
     flowrl explain TARGET --profile RUN_DIR     (measured op costs instead of the cost model)
     flowrl bench placement [--quick] [--out DIR]   (benchmarks/placement.py)
 
-``explain`` on a script runs it with ``learn()`` switched to compile-only (nothing trains,
-no weights are needed by the compiler) and prints the recorded schedules. On a YAML config it
-plans the built-in PPO flows (``RLHFEngine``) for the six models of its ``models:`` section
-with placeholder modules that are never set up.
+``explain`` on a script runs it until its first ``engine.learn()``: an observer of
+``learn()`` (:func:`flowrl.engines.engine.observe_learn`) captures that engine and stops the
+script before anything is set up or trained, and the engine is compiled (no weights are
+needed by the compiler). On a YAML config it plans the built-in PPO flows (``RLHFEngine``)
+for the six models of its ``models:`` section with placeholder modules that are never set up.
 """
 
 from __future__ import annotations
@@ -64,43 +65,59 @@ def ppo_engine_from_config(config: str | Path | dict) -> Any:
     return flowrl.RLHFEngine(*modules)
 
 
-def _explain_script(path: str, extra: list[str], cluster: str | None,
-                    strategy: str | None) -> list[Any]:
-    from flowrl.context import ExplainRequest, set_explain
+class _LearnCalled(BaseException):
+    """Raised by explain's observer at a script's first ``learn()``: stops the script
+    (a ``BaseException``, so the script's ``except Exception`` handlers let it through)."""
 
-    request = ExplainRequest(cluster, strategy)
+    def __init__(self, engine: Any) -> None:
+        super().__init__("flowrl explain: engine captured at learn()")
+        self.engine = engine
+
+
+def _stop_at_learn(engine: Any) -> None:
+    raise _LearnCalled(engine)
+
+
+def _learn_site(path: str, tb: Any) -> str:
+    """``file:line`` of the script's frame that called ``learn()`` (from the traceback)."""
+    site = path
+    for frame, line in traceback.walk_tb(tb):
+        if os.path.abspath(frame.f_code.co_filename) == os.path.abspath(path):
+            site = f"{path}:{line}"
+    return site
+
+
+def _explain_script(path: str, extra: list[str]) -> Any:
+    """Run the script up to its first ``engine.learn()``; returns that engine."""
+    from flowrl.engines.engine import observe_learn
+
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [path, *extra]
     sys.path.insert(0, str(Path(path).resolve().parent))
-    set_explain(request)
     try:
         # The script's own prints go to stderr so stdout holds only the report (e.g. JSON).
-        with contextlib.redirect_stdout(sys.stderr):
+        with observe_learn(_stop_at_learn), contextlib.redirect_stdout(sys.stderr):
             runpy.run_path(path, run_name="__main__")
+    except _LearnCalled as stop:
+        site = _learn_site(path, stop.__traceback__)
+        print(f"note: explain stopped {path} at engine.learn() ({site}); the code that would "
+              f"run after learn() returned was skipped", file=sys.stderr)
+        return stop.engine
     except SystemExit as e:
-        if e.code not in (None, 0) and not request.schedules:
+        if e.code not in (None, 0):
             raise FlowRLError(f"{path} exited with status {e.code} before calling learn()")
-    except Exception as e:
-        # learn() returned [] under explain; code after it may trip over that. Keep what
-        # was compiled and say what happened.
-        if not request.schedules:
-            raise
-        print(f"note: {path} raised {type(e).__name__}: {e} after learn() returned "
-              f"(under explain learn() only compiles)", file=sys.stderr)
     finally:
-        set_explain(None)
         sys.argv, sys.path[:] = old_argv, old_path
-    if not request.schedules:
-        raise FlowRLError(f"{path} never called engine.learn(), so there is nothing to explain")
-    return request.schedules
+    raise FlowRLError(f"{path} never called engine.learn(), so there is nothing to explain")
 
 
-def _explain_config(path: str, cluster: str | None, strategy: str | None) -> list[Any]:
+def _config_engine(path: str, cluster: str | None) -> tuple[Any, Any]:
+    """The PPO engine planned from a YAML config, and the cluster to plan it on."""
     engine = ppo_engine_from_config(path)
     cluster = cluster or engine.config.cluster
     if cluster is None:
         raise FlowRLError(f"{path} has no 'cluster:'; pass --cluster (e.g. 8xH100-80GB)")
-    return [engine.compile(cluster, strategy)]
+    return engine, cluster
 
 
 def _load_profile(run_dir: str, cluster: Any, strategy: str | None) -> tuple[Any, Any, Any]:
@@ -119,16 +136,15 @@ def _load_profile(run_dir: str, cluster: Any, strategy: str | None) -> tuple[Any
     return cluster, strategy, profile
 
 
-def _apply_profile(schedules: list[Any], profile: Any) -> list[Any]:
-    """Recompile each schedule with the profile's measured op costs (the config that the
-    target left active supplies the model sections and runtime_args)."""
-    from flowrl import context
+def _apply_profile(engine: Any, schedule: Any, profile: Any) -> Any:
+    """Recompile ``schedule`` with the profile's measured op costs (the engine's config
+    supplies the model sections and runtime_args)."""
     from flowrl.compiler.profile import profile_guided
 
-    cfg = context.get_args()
-    models = {m: cfg.model(m) for s in schedules for g in s.graphs.values() for m in g.models()}
-    return [profile_guided(s, models, profile, runtime_args=cfg.runtime_args,
-                           seed=cfg.runtime_args.seed) for s in schedules]
+    cfg = engine.config
+    models = {m: cfg.model(m) for g in schedule.graphs.values() for m in g.models()}
+    return profile_guided(schedule, models, profile, runtime_args=cfg.runtime_args,
+                          seed=cfg.runtime_args.seed)
 
 
 def _numbered(path: str, i: int, n: int) -> str:
@@ -156,13 +172,14 @@ def _plan(args: argparse.Namespace, extra: list[str]) -> tuple[list[Any], list[A
     if target.endswith((".yaml", ".yml")):
         if extra:
             raise FlowRLError(f"unexpected arguments for a config: {' '.join(extra)}")
-        schedules = _explain_config(target, cluster, strategy)
+        engine, cluster = _config_engine(target, cluster)
     else:
-        schedules = _explain_script(target, extra, cluster, strategy)
+        engine = _explain_script(target, extra)
+    schedule = engine.compile(cluster, strategy)
     if profile is None:
-        return schedules, []
-    profiles = _apply_profile(schedules, profile)
-    return [r.guided for r in profiles], profiles
+        return [schedule], []
+    result = _apply_profile(engine, schedule, profile)
+    return [result.guided], [result]
 
 
 def _print_profiles(profiles: list[Any], fmt: str) -> None:

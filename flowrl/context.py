@@ -1,88 +1,55 @@
-"""Process-wide state: the active config and the modules created under it."""
+"""``flowrl.init()``: load the config, seed the RNGs, and remember it as the default config.
+
+The remembered config is only a default: ``Engine(..., config=None)`` (and the built-in
+engines) use the last ``flowrl.init()`` result, and the engine binds its modules to it.
+Modules never read it; there is no module registry.
+"""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from flowrl.config import FlowRLConfig, load_config
-from flowrl.errors import ConfigError, FlowRLError
+from flowrl.errors import FlowRLError
 
-if TYPE_CHECKING:
-    from flowrl.models.base import BaseModule
-
-
-class ExplainRequest:
-    """Set by ``flowrl explain``: ``learn()`` compiles, records the schedule and returns."""
-
-    def __init__(self, cluster: Any = None, strategy: str | None = None) -> None:
-        self.cluster, self.strategy = cluster, strategy
-        self.schedules: list[Any] = []
-
-
-class _Context:
-    def __init__(self) -> None:
-        self.config: FlowRLConfig | None = None
-        self.modules: dict[str, "BaseModule"] = {}
-        self.explain: ExplainRequest | None = None
-
-
-_CTX = _Context()
+_current: FlowRLConfig | None = None  # the last init() result
 
 
 def init(config: str | Path | dict | FlowRLConfig | None = None, **overrides: Any) -> FlowRLConfig:
-    """Initialise flowrl: load and validate the config, seed RNGs, reset the module registry.
+    """Initialise flowrl: load and validate the config, seed RNGs, and make it the default
+    config of engines built from now on.
 
     Args:
         config: YAML path, dict, :class:`FlowRLConfig`, or ``None`` to read ``-c FILE`` from
             the command line (defaults when absent).
         overrides: top-level fields that win over the file, e.g. ``runtime="ray"``.
     """
+    global _current
     cfg = load_config(config, **overrides)
-    _CTX.config = cfg
-    _CTX.modules = {}
+    _current = cfg
     seed_everything(cfg.runtime_args.seed)
     return cfg
 
 
-def set_explain(request: ExplainRequest | None) -> None:
-    _CTX.explain = request
-
-
-def explain_request() -> ExplainRequest | None:
-    return _CTX.explain
-
-
 def get_args() -> FlowRLConfig:
-    """The active config (``flowrl.init`` must have been called)."""
-    if _CTX.config is None:
+    """The config of the last ``flowrl.init()`` (the engines' default config)."""
+    if _current is None:
         raise FlowRLError("flowrl.init() has not been called")
-    return _CTX.config
+    return _current
 
 
 def is_initialized() -> bool:
-    return _CTX.config is not None
-
-
-def register_module(module: "BaseModule") -> None:
-    name = module.name
-    if name in _CTX.modules and _CTX.modules[name] is not module:
-        other = type(_CTX.modules[name]).__name__
-        raise ConfigError(
-            f"model_name '{name}' is already used by a {other}; every module needs a unique "
-            f"model_name (its config section is keyed by it)")
-    _CTX.modules[name] = module
-
-
-def registered_modules() -> dict[str, "BaseModule"]:
-    return dict(_CTX.modules)
+    """Whether ``flowrl.init()`` has been called in this process."""
+    return _current is not None
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -90,7 +90,7 @@ def test_rule_reward_scores_and_group_advantages():
                                   "train_micro_batch_size": 4},
                  "models": {"reward": {}}})
     tok = ToyTokenizer()
-    reward = RuleReward("reward", tok, rule=math_answer_match)
+    reward = RuleReward("reward", tok, rule=math_answer_match).bind(flowrl.get_args())
     data = {**_responses(tok, ["7", "5", "1", "1"]), "answer": ["7", "7", "2", "2"]}
     out = reward.forward_step(data)
     assert out["score"].tolist() == [1.0, 0.0, 0.0, 0.0]

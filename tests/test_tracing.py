@@ -7,8 +7,10 @@ import torch
 
 import flowrl
 from flowrl import BaseModule, Engine, flow, outputs
-from flowrl.ir import FLOW_INPUT
+from flowrl.dsl import find_modules
 from flowrl.errors import KeyCollisionError, TraceError, UnknownMethodError
+from flowrl.ir import FLOW_INPUT
+from flowrl.models.base import flow_methods, is_lifecycle
 from ppo_setup import build_ppo
 
 
@@ -215,6 +217,94 @@ def test_custom_engine_validates_sync_pairs():
 
 
 def test_duplicate_model_name_is_rejected():
-    Gen("gen")
+    gen, other = Gen("gen"), Scorer("gen")  # no registry: the flow that uses both refuses
+
+    @flow
+    def f(batch):
+        return other.eval_step(gen.generate(batch))
+
     with pytest.raises(flowrl.ConfigError, match="model_name 'gen' is already used by a Gen"):
-        Scorer("gen")
+        f.trace()
+
+
+# ---- which modules a flow uses: found in the flow itself -----------------------------------
+GLOBAL_GEN = Gen("gen")  # created at import time, before any flowrl.init()
+
+
+def _helper(batch):
+    return GLOBAL_GEN.generate(batch)
+
+
+def test_modules_are_found_in_globals_closures_defaults_and_helpers():
+    scorer, trainer = Scorer("scorer"), Trainer("trainer")
+
+    class Holder:
+        def __init__(self):
+            self.models = {"scorer": scorer}
+
+    holder = Holder()
+
+    @flow
+    def inner(batch, t=trainer):  # a sub-flow's default argument
+        t.train_step(batch)
+        return _helper(batch)  # a plain helper function reaching a global module
+
+    @flow
+    def outer(batch):
+        out = inner(batch)  # a sub-flow
+        return holder.models["scorer"].eval_step(out)  # an attribute of a closure variable
+
+    assert {m.name for m in find_modules(outer.fn)} == {"gen", "trainer", "scorer"}
+    graph, called = outer.capture()
+    assert [c.id for c in graph.calls()] == ["trainer.train_step", "gen.generate",
+                                              "scorer.eval_step"]
+    assert called == {"gen": GLOBAL_GEN, "trainer": trainer, "scorer": scorer}
+
+
+def test_only_the_flows_modules_are_shadowed():
+    gen, scorer = Gen("gen"), Scorer("scorer")
+    box = {"a": {"b": {"c": Gen("other")}}}  # deeper than the search looks: not the flow's
+    seen = {}
+
+    @flow
+    def f(batch):
+        seen["other"] = sorted(box["a"]["b"]["c"].__dict__)
+        seen["gen"] = type(gen.__dict__["generate"]).__name__
+        return scorer.eval_step(gen.generate(batch))
+
+    f.trace()
+    assert seen == {"other": ["_config", "_is_setup", "_logged", "name"], "gen": "_Recorder"}
+    assert "generate" not in gen.__dict__
+
+
+def test_a_module_the_flow_cannot_reach_names_the_module_and_line():
+    box = {"a": {"b": {"c": Gen("hidden")}}}  # deeper than the search looks
+
+    @flow
+    def f(batch):
+        return box["a"]["b"]["c"].generate(batch)
+
+    with pytest.raises(TraceError, match=r"flow 'f' calls hidden\.generate at .*test_tracing"
+                                         r"\.py:\d+, but module 'hidden' \(Gen\) is not among"):
+        f.trace()
+    assert box["a"]["b"]["c"].generate({"x": torch.tensor([2])}) == {"tokens": torch.tensor([4])}
+
+
+def test_extra_modules_handed_to_the_trace_are_shadowed_too():
+    box = {"a": {"b": {"c": Gen("gen")}}}
+
+    @flow
+    def f(batch):
+        return box["a"]["b"]["c"].generate(batch)
+
+    graph, called = f.capture([box["a"]["b"]["c"]])
+    assert [c.id for c in graph.calls()] == ["gen.generate"] and list(called) == ["gen"]
+
+
+def test_one_rule_decides_the_methods_a_flow_may_call():
+    assert flow_methods(Gen) == {"forward_step", "generate"}  # build_dataset: life cycle
+    assert flow_methods(Trainer) == {"train_step"}  # BaseModule's placeholder forward_step
+    assert flow_methods(flowrl.TorchModule) >= {"train_micro_batches"}
+    for name in ("setup", "build_dataset", "offload", "log", "bind", "reset", "ensure_setup"):
+        assert is_lifecycle(name), name
+    assert not is_lifecycle("forward_step") and not is_lifecycle("generate")

@@ -114,7 +114,8 @@ def validate(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig],
     """Raise :class:`CompileError` for anything the later passes cannot plan.
 
     Checks: a registered strategy; graphs acyclic; every called model has a config section;
-    every called method is implemented (``methods``: public methods per model, when known);
+    every called method is implemented (``methods``: per model, the methods a flow may call
+    on it, :func:`flowrl.models.base.flow_methods` of its class, when known);
     trainers implement ``train_step`` and sync sources train; device requests fit the cluster
     and parallel sizes agree; manual device lists are valid; colocation groups name models
     that the flows use.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from flowrl.ir import FlowGraph
+from flowrl.dsl.discover import find_modules
 from flowrl.dsl.tracer import Tracer
 from flowrl.errors import TraceError
+from flowrl.ir import FlowGraph
+from flowrl.models.base import BaseModule
 
 
 class Flow:
@@ -24,12 +26,23 @@ class Flow:
         """``file:line`` where the flow is defined."""
         return f"{self.fn.__code__.co_filename}:{self.fn.__code__.co_firstlineno}"
 
-    def trace(self) -> FlowGraph:
-        """Trace the function once into a fresh graph (modules must already exist)."""
+    def trace(self, modules: Iterable[BaseModule] = ()) -> FlowGraph:
+        """Trace the function once into a fresh graph.
+
+        The modules it may call are found in the function itself (closure variables,
+        globals, defaults, sub-flows; see :mod:`flowrl.dsl.discover`) plus ``modules``.
+        """
+        return self.capture(modules)[0]
+
+    def capture(self, modules: Iterable[BaseModule] = ()
+                ) -> tuple[FlowGraph, dict[str, BaseModule]]:
+        """Trace as :meth:`trace` does; also return ``model_name -> module`` for every
+        module the flow calls (what an engine binds and runs)."""
         self._check_one_parameter()
-        graph = Tracer(self.name).trace(self.fn)
+        tracer = Tracer(self.name, [*find_modules(self.fn), *modules])
+        graph = tracer.trace(self.fn)
         graph.source = self.location
-        return graph
+        return graph, dict(tracer.called)
 
     def _check_one_parameter(self) -> None:
         # An engine runs a flow on one value (a prompt batch, or a train flow's list of

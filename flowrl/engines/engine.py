@@ -7,17 +7,19 @@ executor, which only executes.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from flowrl import context
 from flowrl.compiler.ir import FlowGraph, Schedule
+from flowrl.config import FlowRLConfig
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
 from flowrl.errors import ConfigError, FlowRLError, FlowTypeError
-from flowrl.models.base import BaseModule
+from flowrl.models.base import BaseModule, flow_methods
 from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset, check_prompts
 from flowrl.runtime.episodes import EpisodeRunner
@@ -82,15 +84,22 @@ class Evaluator:
         return {f"eval/{k}": float(v) for k, v in metrics.items()}
 
 
-def module_methods(module: BaseModule) -> frozenset[str]:
-    """Public methods a module's class really implements (BaseModule's defaults excluded)."""
-    names = set()
-    for n in dir(type(module)):
-        if n.startswith("_") or not callable(getattr(type(module), n, None)):
-            continue
-        if getattr(type(module), n) is not getattr(BaseModule, n, None):
-            names.add(n)
-    return frozenset(names)
+#: Called with each engine as its ``learn()`` starts, before anything is set up or run.
+#: An extension point for tools that observe training: ``flowrl explain`` captures the
+#: engines a script builds here (and stops the script). Add one with :func:`observe_learn`.
+_LEARN_OBSERVERS: list[Callable[["Engine"], None]] = []
+
+
+@contextlib.contextmanager
+def observe_learn(observer: Callable[["Engine"], None]) -> Iterator[None]:
+    """Within the ``with`` block, call ``observer(engine)`` whenever an engine's ``learn()``
+    starts. The observer may raise (a ``BaseException`` subclass stops the caller's script
+    without passing through its ``except Exception`` handlers); it must not train."""
+    _LEARN_OBSERVERS.append(observer)
+    try:
+        yield
+    finally:
+        _LEARN_OBSERVERS.remove(observer)
 
 
 def _first_dataset_module(graph: FlowGraph, modules: dict[str, BaseModule],
@@ -114,19 +123,28 @@ class Engine:
     >>> engine = Engine(rollout, train, sync={ppo_policy: policy, ppo_value: value})
     >>> engine.set_dataset(prompts); engine.learn()
 
-    ``sync`` may be empty (offline DPO trains the only copy of the policy).
+    ``sync`` may be empty (offline DPO trains the only copy of the policy). ``config``
+    defaults to the last ``flowrl.init()``. The engine owns its modules: the ones its flows
+    call (each flow finds them itself; the sync modules are handed to the trace too), each
+    bound to its section of ``config`` here. Two modules with one ``model_name`` are a
+    :class:`ConfigError`.
     """
 
     def __init__(self, rollout: Flow, train: Flow,
-                 sync: dict[BaseModule, BaseModule] | None = None, name: str = "engine") -> None:
+                 sync: dict[BaseModule, BaseModule] | None = None, name: str = "engine",
+                 config: FlowRLConfig | None = None) -> None:
         for role, f in (("rollout", rollout), ("train", train)):
             if not isinstance(f, Flow):
                 raise FlowTypeError(f"{role} must be a @flow function, got {type(f).__name__}")
         self.name = name
-        self.config = context.get_args()
+        self.config = config if config is not None else context.get_args()
         self.flows: dict[str, Flow] = {"rollout": rollout, "train": train}
-        self.graphs: dict[str, FlowGraph] = {r: f.trace() for r, f in self.flows.items()}
-        self.modules = self._modules_of(self.graphs.values())
+        self.graphs: dict[str, FlowGraph] = {}
+        self.modules: dict[str, BaseModule] = {}
+        known = [m for pair in (sync or {}).items() for m in pair if isinstance(m, BaseModule)] \
+            if isinstance(sync, dict) else []
+        for role, f in self.flows.items():
+            self._add_flow(role, f, known)
         self._check_trainers()
         self.sync_pairs = self._check_sync(sync or {})
         self.prompts: list | None = None
@@ -139,27 +157,41 @@ class Engine:
         self._eval_dataset: Any = None
 
     # ---- construction checks ---------------------------------------------------------------
-    def _modules_of(self, graphs) -> dict[str, BaseModule]:
-        registry = context.registered_modules()
-        modules: dict[str, BaseModule] = {}
-        for g in graphs:
-            for name in g.models():
-                modules[name] = registry[name]
-                self.config.model(name)  # a missing section is an error now, not mid-run
-        return modules
+    def _add_flow(self, role: str, f: Flow, known: list[BaseModule] = ()) -> None:
+        """Trace ``f``, then take over (and bind) the modules it calls."""
+        graph, called = f.capture(known)
+        for name, module in called.items():
+            other = self.modules.get(name)
+            if other is not None and other is not module:
+                raise ConfigError(
+                    f"model_name '{name}' is already used by a {type(other).__name__}; every "
+                    f"module needs a unique model_name (its config section is keyed by it)")
+        for name, module in called.items():
+            module.bind(self.config)  # a missing section is an error now, not mid-run
+            self.modules[name] = module
+        self.graphs[role] = graph
+        self._check_methods(graph)
 
-    def _check_trainers(self) -> None:
-        """Every model the train flow calls ``train_step`` on implements it, and its
-        data-parallel size divides the micro-batches of a global batch."""
-        for c in self.graphs["train"].calls():
-            if not c.is_train:
-                continue
+    def _check_methods(self, graph: FlowGraph) -> None:
+        """Every called method is one the module's class implements (``flow_methods``)."""
+        for c in graph.calls():
             m = self.modules[c.model]
-            if type(m).train_step is BaseModule.train_step:
+            if c.method in flow_methods(type(m)):
+                continue
+            if c.is_train:
                 raise ConfigError(
                     f"model '{c.model}' ({type(m).__name__}) is used as a trainer (train_step "
                     f"at {c.source}) but its class does not implement train_step")
-            self._check_dp(c.model, self.config.model(c.model).dp_size, "data_parallel_size")
+            raise ConfigError(
+                f"model '{c.model}' ({type(m).__name__}) is called with {c.method} at "
+                f"{c.source} but its class does not implement {c.method}")
+
+    def _check_trainers(self) -> None:
+        """Every trainer's data-parallel size divides the micro-batches of a global batch."""
+        for c in self.graphs["train"].calls():
+            if c.is_train:
+                self._check_dp(c.model, self.config.model(c.model).dp_size,
+                               "data_parallel_size")
 
     def _check_dp(self, model: str, dp: int, source: str) -> None:
         """Data-parallel replicas split a global batch's micro-batches evenly."""
@@ -216,8 +248,7 @@ class Engine:
                               "compiled with the others)")
         self.evaluator = evaluator
         self.schedule = None  # recompile with the eval flow
-        self.graphs["eval"] = evaluator.flow.trace()
-        self.modules.update(self._modules_of([self.graphs["eval"]]))
+        self._add_flow("eval", evaluator.flow)
         return self
 
     def compile(self, cluster: Any = None, strategy: str | None = None) -> Schedule:
@@ -237,7 +268,7 @@ class Engine:
             self.schedule = compile_schedule(
                 self.graphs, {n: self.config.model(n) for n in self.modules}, self.sync_pairs,
                 cluster=cluster, strategy=strategy or "colocate",
-                methods={n: module_methods(m) for n, m in self.modules.items()},
+                methods={n: flow_methods(type(m)) for n, m in self.modules.items()},
                 seed=self.config.runtime_args.seed, runtime_args=self.config.runtime_args)
             for c in self.graphs["train"].calls():  # the compiled mesh may pick another dp
                 mesh = (self.schedule.placement or {}).get(c.model) if c.is_train else None
@@ -287,13 +318,11 @@ class Engine:
         ``resume`` (default ``runtime_args.resume``): first load the newest good checkpoint
         and continue from its episode (only when this engine has not trained yet). After a
         failed ``learn()`` (any exception or Ctrl-C) only ``learn(resume=True)`` continues:
-        it restarts the executor and modules and reloads the newest good checkpoint. Under
-        ``flowrl explain`` it only compiles, records the schedule and returns ``[]``.
+        it restarts the executor and modules and reloads the newest good checkpoint. The
+        observers of :func:`observe_learn` see the engine first.
         """
-        request = context.explain_request()
-        if request is not None:
-            request.schedules.append(self.compile(request.cluster, request.strategy))
-            return []
+        for observer in tuple(_LEARN_OBSERVERS):
+            observer(self)
         resume = self.config.runtime_args.resume if resume is None else resume
         failed_at = self._failed_at
         if failed_at is not None:

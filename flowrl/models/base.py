@@ -1,25 +1,56 @@
-"""``BaseModule``: what every model in a flow subclasses (the ChatLearn module API)."""
+"""``BaseModule``: what every model in a flow subclasses (the ChatLearn module API).
+
+A module holds no global state: an :class:`~flowrl.engines.engine.Engine` binds it to its
+section of the engine's config (:meth:`BaseModule.bind`) when it is built, so modules may be
+created before ``flowrl.init()`` (at import time). :func:`flow_methods` is the one rule for
+which methods a flow may call on a module.
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-from flowrl import context
-from flowrl.config import ModelConfig, RuntimeArgs
-from flowrl.errors import UnknownMethodError
+from flowrl.config import FlowRLConfig, ModelConfig, RuntimeArgs
+from flowrl.errors import FlowRLError, UnknownMethodError
 from flowrl.models.args import validate_module_args
 
-# Methods that belong to the module's life cycle, never to a flow.
+# Methods that belong to the module's life cycle (flowrl calls them), never to a flow. With
+# BaseModule's own helpers (log, bind, reset ...) they make up `is_lifecycle`.
 LIFECYCLE_METHODS = frozenset({
     "setup", "build_dataset", "offload", "onload", "parameters_for_sync", "load_synced",
     "state_dict_for_checkpoint", "load_checkpoint_state", "named_sync_tensors",
     "shutdown", "push_staged_weights", "push_weights", "gathered",
 })
 
+# The step methods BaseModule declares for subclasses to implement: callable from flows.
+STEP_METHODS = frozenset({"forward_step", "train_step"})
 
-def nonfinite_policy() -> str:
-    """``runtime_args.on_nonfinite`` of the active config (``"raise"`` before ``init``)."""
-    return context.get_args().runtime_args.on_nonfinite if context.is_initialized() else "raise"
+
+class ModuleNotBoundError(FlowRLError):
+    """A module's config was read before an engine bound it to a config section."""
+
+
+def is_lifecycle(name: str) -> bool:
+    """True when ``name`` is a method flowrl calls itself (``setup``, ``offload``, sync and
+    checkpoint hooks) or a :class:`BaseModule` helper (``log``, ``bind``, ``reset`` ...): a
+    flow may never call it."""
+    return name in LIFECYCLE_METHODS or (name in _BASE_PUBLIC and name not in STEP_METHODS)
+
+
+def flow_methods(cls: type) -> frozenset[str]:
+    """The methods a flow may call on a module of class ``cls``: its public functions that
+    are not life-cycle methods (:func:`is_lifecycle`) and that the class really implements
+    (BaseModule's placeholder ``forward_step`` / ``train_step`` do not count).
+
+    The tracer, the engine's construction checks, the compiler's validate pass and the
+    "no such method" error all use this one rule.
+    """
+    return frozenset(
+        n for n in dir(cls)
+        if not n.startswith("_") and not is_lifecycle(n)
+        and inspect.isfunction(getattr(cls, n, None))
+        and getattr(cls, n) is not getattr(BaseModule, n, None))
 
 
 def outputs(*keys: str):
@@ -52,17 +83,43 @@ class BaseModule:
         self.name = name
         self._is_setup = False
         self._logged: list[tuple[str, float, str]] = []
-        context.register_module(self)
+        self._config: FlowRLConfig | None = None  # set by bind(), i.e. by the engine
 
     # ---- identity and config -------------------------------------------------------------
     @property
     def model_name(self) -> str:
         return self.name
 
+    def bind(self, config: FlowRLConfig) -> "BaseModule":
+        """Attach this module to ``config``: its properties then read ``models.<model_name>``
+        and ``runtime_args`` from it. An :class:`~flowrl.Engine` binds its modules when it
+        is built (a module belongs to the engine that bound it last); call it yourself only
+        to use a module without an engine. Returns the module.
+
+        Raises:
+            ConfigError: ``config`` has no section ``models.<model_name>``.
+        """
+        # A missing section, or args that do not fit the class's Args, are errors now.
+        validate_module_args(type(self), self.name, config.model(self.name))
+        self._config = config
+        return self
+
+    @property
+    def bound_config(self) -> FlowRLConfig:
+        """The whole config this module is bound to (see :meth:`bind`)."""
+        cfg = self.__dict__.get("_config")
+        if cfg is None:
+            raise ModuleNotBoundError(
+                f"module '{self.__dict__.get('name', '?')}' ({type(self).__name__}) is not "
+                f"bound to an engine yet: its config section models."
+                f"{self.__dict__.get('name', '?')} is known once an Engine is built with it "
+                f"(or call module.bind(flowrl.get_args()) to use it on its own)")
+        return cfg
+
     @property
     def model_config(self) -> ModelConfig:
         """This model's section of the config (``models.<model_name>``)."""
-        return context.get_args().model(self.name)
+        return self.bound_config.model(self.name)
 
     @property
     def model_args(self) -> dict[str, Any]:
@@ -80,7 +137,14 @@ class BaseModule:
 
     @property
     def runtime_args(self) -> RuntimeArgs:
-        return context.get_args().runtime_args
+        """The bound config's episode settings."""
+        return self.bound_config.runtime_args
+
+    @property
+    def on_nonfinite(self) -> str:
+        """``runtime_args.on_nonfinite`` of the bound config: ``"raise"`` or
+        ``"skip_batch"``."""
+        return self.runtime_args.on_nonfinite
 
     @property
     def trainable(self) -> bool:
@@ -160,11 +224,7 @@ class BaseModule:
         # Only reached when normal lookup fails: name the module and list what it does have.
         if attr.startswith("_"):
             raise AttributeError(attr)
-        methods = sorted(
-            m for m in dir(type(self))
-            if not m.startswith("_") and callable(getattr(type(self), m, None))
-            and m not in LIFECYCLE_METHODS and m not in _BASE_HELPERS
-        )
+        methods = sorted(flow_methods(type(self)))
         raise UnknownMethodError(
             f"module '{self.__dict__.get('name', '?')}' ({type(self).__name__}) has no "
             f"attribute or method '{attr}'; its methods: {', '.join(methods)}")
@@ -173,4 +233,5 @@ class BaseModule:
         return f"{type(self).__name__}({self.name!r})"
 
 
-_BASE_HELPERS = frozenset({"ensure_setup", "drain_logged", "log"})
+# BaseModule's public names: its helpers are life-cycle methods (see is_lifecycle).
+_BASE_PUBLIC = frozenset(n for n in dir(BaseModule) if not n.startswith("_"))

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 
 from flowrl.errors import FlowRLError
-from flowrl.models.base import BaseModule, nonfinite_policy
+from flowrl.models.base import BaseModule
 from flowrl.models.finite import SKIPPED_METRIC, NonFiniteError, first_nonfinite
 
 _ALL_STATE = ("weights", "grads", "optimizer")
@@ -156,7 +156,7 @@ class TorchModule(BaseModule):
             return True
         self.optimizer.zero_grad(set_to_none=True)
         key, bad, total = found
-        if nonfinite_policy() == "raise":
+        if self.on_nonfinite == "raise":
             raise NonFiniteError(self.name, key, bad, total, "train_step")
         self.log(SKIPPED_METRIC, 1.0, "sum")
         return False

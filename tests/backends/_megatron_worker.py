@@ -35,7 +35,7 @@ def tp_worker(rank: int, world: int, port: int, model_dir: str, out_path: str, s
                 return -(lp * mb["mask"][:, 4:]).sum() / mb["mask"][:, 4:].sum(), {}
             return self.train_micro_batches(data, loss_fn)
 
-    trainer = Trainer("trainer")
+    trainer = Trainer("trainer").bind(flowrl.get_args())
     trainer.ensure_setup()
     tokens, mask = batch(trainer.layout.vocab_size)
     data = [{"tokens": tokens[:4], "mask": mask[:4]}, {"tokens": tokens[4:], "mask": mask[4:]}]
@@ -52,7 +52,7 @@ def tp_worker(rank: int, world: int, port: int, model_dir: str, out_path: str, s
         from flowrl.models.hf import HFModule
         from flowrl.runtime.sync import sync_parameters
 
-        inference = HFModule("inference")
+        inference = HFModule("inference").bind(flowrl.get_args())
         inference.ensure_setup()
         t0 = time.perf_counter()
         sync = sync_parameters(trainer, inference)  # gathers over TP: a collective

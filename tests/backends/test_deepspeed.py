@@ -48,7 +48,7 @@ def _make(name, model_dir, stage, dtype):
         def train_step(self, data, iteration):
             return self.train_micro_batches(data, lambda engine, mb: (_nll(engine, mb), {}))
 
-    t = Trainer(name)
+    t = Trainer(name).bind(flowrl.get_args())
     t.ensure_setup()
     return t
 
@@ -95,7 +95,7 @@ def test_bf16_trains_and_syncs_into_hf(tiny_llama_dir, stage):
     data = _batch(t.model.config.vocab_size)
     losses = [t.train_step(data, i)["loss"] for i in range(4)]
     assert losses[-1] < losses[0]
-    inf = HFModule("inference")
+    inf = HFModule("inference").bind(t.bound_config)
     inf.ensure_setup()
     stats = sync_parameters(t, inf)
     assert stats.tensors == len(list(inf.model.parameters()))

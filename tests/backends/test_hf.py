@@ -118,7 +118,7 @@ def test_hf_module_train_and_sync(tiny_llama_dir):
                                        "generation": {"max_new_tokens": 8, "temperature": 1.0}},
                             "trainer": {"trainable": True, "model_path": str(tiny_llama_dir),
                                         "dtype": "fp32", "optim": {"lr": 1e-3}}}})
-    policy, trainer = HFModule("policy"), HFModule("trainer")
+    policy, trainer = (HFModule(n).bind(flowrl.get_args()) for n in ("policy", "trainer"))
     policy.ensure_setup()
     trainer.ensure_setup()
     ids, mask = _prompts(policy.tokenizer, ["ab", "hello wo", "xyz", "q"])

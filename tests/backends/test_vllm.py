@@ -34,10 +34,11 @@ def engine(tmp_path_factory):
         "hf_policy": {"model_path": d, "dtype": "fp32"},
         "trainer": {"trainable": True, "model_path": other, "dtype": "fp32"}}})
     t0 = time.perf_counter()
-    rollout = VLLMModule("rollout")
+    rollout = VLLMModule("rollout").bind(flowrl.get_args())
     rollout.ensure_setup()
     print(f"\nvLLM-CPU engine start: {time.perf_counter() - t0:.1f} s")
-    hf_policy, trainer = HFModule("hf_policy"), HFModule("trainer")
+    hf_policy = HFModule("hf_policy").bind(flowrl.get_args())
+    trainer = HFModule("trainer").bind(flowrl.get_args())
     hf_policy.ensure_setup()
     trainer.ensure_setup()
     yield rollout, hf_policy, trainer
