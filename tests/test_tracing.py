@@ -308,3 +308,22 @@ def test_one_rule_decides_the_methods_a_flow_may_call():
     for name in ("setup", "build_dataset", "offload", "log", "bind", "reset", "ensure_setup"):
         assert is_lifecycle(name), name
     assert not is_lifecycle("forward_step") and not is_lifecycle("generate")
+
+
+def test_other_threads_run_real_methods_while_a_flow_is_traced():
+    import threading
+
+    gen, box, results = Gen("gen"), {"a": {"b": {"c": Gen("other")}}}, []
+
+    def run_other():
+        results.append(box["a"]["b"]["c"].generate({"x": torch.tensor([3])}))
+
+    @flow
+    def f(batch):
+        worker = threading.Thread(target=run_other)
+        worker.start()
+        worker.join()
+        return gen.generate(batch)
+
+    f.trace()
+    assert results == [{"tokens": torch.tensor([6])}]
