@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
@@ -179,13 +179,13 @@ class DeepSpeedModule(TorchModule):
             loss, s = loss_fn(self.engine, mb)
             self.engine.backward(loss)
             losses.append(loss.detach().float().reshape(()))
-            # the last step() is the optimizer step: TorchModule's non-finite check first
-            # (skip_batch zeroes the gradients, so no NaN reaches the weights)
+            # the last step() is the optimizer step: TorchModule's non-finite check first.
+            # DeepSpeed cannot skip that step, so skip_batch runs it on zeroed gradients
+            # with lr 0: the weights stay as they are.
             if i == gas - 1:
                 finite = self._step_is_finite(torch.stack(losses), None)
-                if not finite:
-                    self.engine.zero_grad()
-            self.engine.step()
+            with self._frozen_weights(not finite):
+                self.engine.step()
             for k, v in {"loss": loss, **s}.items():
                 stats[k] = stats.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / gas
         if not finite:
@@ -195,6 +195,25 @@ class DeepSpeedModule(TorchModule):
             stats["grad_norm"] = float(norm)
         stats["optimizer_steps"] = float(self.engine.global_steps)
         return stats
+
+    def _drop_gradients(self) -> None:
+        """Zero (in place: DeepSpeed's step expects them) the gradients of a skipped step."""
+        for p in self.engine.module.parameters():
+            if p.grad is not None:
+                p.grad.zero_()
+
+    @contextmanager
+    def _frozen_weights(self, frozen: bool):
+        """While ``frozen``, every param group's learning rate is 0 (no update, no decay)."""
+        groups = self.engine.optimizer.param_groups if frozen else []
+        saved = [g["lr"] for g in groups]
+        for g in groups:
+            g["lr"] = 0.0
+        try:
+            yield
+        finally:
+            for g, lr in zip(groups, saved):
+                g["lr"] = lr
 
     # ---- ZeRO-3 aware state access ------------------------------------------------------
     def gathered(self, params=None, modifier_rank: int | None = None):

@@ -154,12 +154,16 @@ class TorchModule(BaseModule):
         found = first_nonfinite([("loss", losses), ("grad_norm", norm)])
         if found is None:
             return True
-        self.optimizer.zero_grad(set_to_none=True)
+        self._drop_gradients()
         key, bad, total = found
         if self.on_nonfinite == "raise":
             raise NonFiniteError(self.name, key, bad, total, "train_step")
         self.log(SKIPPED_METRIC, 1.0, "sum")
         return False
+
+    def _drop_gradients(self) -> None:
+        """Forget the gradients of a step that will not be taken (non-finite)."""
+        self.optimizer.zero_grad(set_to_none=True)
 
     # ---- parameter sync and checkpoints --------------------------------------------------
     def named_sync_tensors(self) -> dict[str, torch.Tensor]:

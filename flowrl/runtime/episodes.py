@@ -1,16 +1,17 @@
 """The episode loop (ChatLearn semantics), independent of which executor runs the flows.
 
-Per episode: ``sample_per_episode`` prompts -> rollout flow in ``generation_batch_size``
-chunks -> replay buffer -> ``num_training_epoch`` passes of global batches (lists of
-micro-batches) through the train flow -> parameter sync -> eval every
-``eval_episode_interval`` episodes -> checkpoint every ``save_episode_interval`` episodes.
+Per episode, the roles of its :class:`~flowrl.ir.EpisodeSpec` in order: ``sample_per_episode``
+prompts -> rollout flow in ``generation_batch_size`` chunks (the spec's rollout runs) ->
+replay buffer -> ``num_training_epoch`` passes of global batches (lists of micro-batches)
+through the train flow -> parameter sync -> eval every ``eval_episode_interval`` episodes ->
+checkpoint every ``save_episode_interval`` episodes.
 
 With ``num_inference_per_prompt = n > 1`` each prompt batch of ``generation_batch_size / n``
 prompts is expanded so every prompt appears n times in a row (a GRPO group): the rollout flow
 always sees ``generation_batch_size`` samples and ``sample_per_episode`` counts samples.
 
-Checkpoints hold what makes a resumed run continue bit for bit: the modules' states (through
-``state_dict_for_checkpoint``, or the executor's ``module_states()`` when it has one), the
+Checkpoints hold what makes a resumed run continue bit for bit: the modules' states (the
+executor's ``module_states()``, i.e. each module's ``state_dict_for_checkpoint``), the
 episode and iteration counters, the prompt stream's position, the replay buffer, the global
 RNG states and the metrics history (see :mod:`flowrl.runtime.checkpoint`).
 """
