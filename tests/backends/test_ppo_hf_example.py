@@ -21,7 +21,8 @@ def _config(tmp_path, **trainer_overrides):
     cfg = copy.deepcopy(yaml.safe_load((EXAMPLES_DIR / "ppo_hf.yaml").read_text()))
     cfg["runtime_args"].update(num_episode=2, sample_per_episode=16, generation_batch_size=8,
                                train_global_batch_size=8, train_micro_batch_size=4,
-                               output_dir=str(tmp_path / "run"), progress=False)
+                               output_dir=str(tmp_path / "run"), new_run_dir=False,
+                               progress=False)
     for m in cfg["models"].values():
         if "model_path" in m:
             m["model_path"] = str(tmp_path / "tiny_llama")
