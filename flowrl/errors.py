@@ -54,3 +54,13 @@ class DatasetTypeError(DatasetError, TypeError):
 
 class BatchError(FlowRLError, ValueError):
     """A batch's per-sample values disagree on the number of samples; names the key."""
+
+
+class AlgorithmError(FlowRLError, ValueError):
+    """An algorithm-library function (advantage, loss, KL, sampling) got bad input; the message
+    names the function and the argument or option."""
+
+
+class UnknownAlgorithmError(AlgorithmError, LookupError):
+    """Nothing is registered under a name (advantage estimator, policy loss, KL estimator);
+    the message names the kind and the name and lists the registered names."""

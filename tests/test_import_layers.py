@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent / "flowrl"
 
 #: package -> layer; a module may import packages of strictly lower layers (or its own).
 LAYERS = {
-    "errors": 0, "chatlearn_compat": 0.5, "config": 1, "context": 1.5, "kernels": 2, "ir": 3,
+    "errors": 0, "chatlearn_compat": 0.5, "config": 1, "context": 1.5, "kernels": 2,
+    "algorithms": 2.5, "ir": 3,
     "models": 4, "compiler": 5, "runtime": 6, "dsl": 6, "report": 6, "engines": 7,
     "flowrl": 8, "cli": 9,
 }
