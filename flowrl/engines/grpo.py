@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 
 from flowrl import context, kernels
+from flowrl.algorithms import off_policy
+from flowrl.algorithms.off_policy import PolicyRatio
 from flowrl.dsl.flow import flow
 from flowrl.engines.engine import Engine
 from flowrl.errors import ConfigError
@@ -31,21 +33,24 @@ def group_advantages(scores: Tensor, group_size: int, scale: bool = True) -> Ten
 
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor, advantages: Tensor,
               mask: Tensor, clip_eps: float = 0.2, kl_coef: float = 0.04, kl_kind: str = "k3",
-              loss_agg: str = "seq-mean-token-mean") -> tuple[Tensor, dict[str, Tensor]]:
+              loss_agg: str = "seq-mean-token-mean", ratio: PolicyRatio | None = None
+              ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO objective (negated for minimisation) over ``[B, T]`` response tokens.
 
     Per token: ``max(-A r, -A clip(r, 1 +- eps)) + kl_coef * KL(policy || reference)`` with
     ``r = exp(logprobs - old_logprobs)`` and ``A`` the sequence's advantage (``[B]``) on every
     token. ``loss_agg`` averages tokens per sequence then sequences (``"seq-mean-token-mean"``,
-    the GRPO paper) or all tokens of the batch together (``"token-mean"``).
+    the GRPO paper) or all tokens of the batch together (``"token-mean"``). ``ratio``: the
+    off-policy-corrected ratio of a batch with stale samples
+    (:func:`flowrl.algorithms.off_policy.policy_ratio`, built with the same ``mask``); it
+    replaces ``r`` and weighs the clipped term (not the KL term); its metrics join the stats.
     """
     mask = mask.to(logprobs.dtype)
-    log_ratio = (logprobs - old_logprobs) * mask
-    ratio = torch.exp(log_ratio)
+    pr = ratio if ratio is not None else off_policy.plain_ratio(logprobs, old_logprobs, mask)
     adv = advantages.to(logprobs.dtype)[:, None]
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    pg = torch.maximum(unclipped, clipped)
+    pg, was_clipped = off_policy.clipped_surrogate(pr.ratio, adv, clip_eps)
+    if pr.weight is not None:  # decoupled PPO's behaviour weight on stale tokens
+        pg = pg * pr.weight
     kl = kl_estimate(logprobs * mask, ref_logprobs * mask, kl_kind) * mask  # finite on pads
     per_token = pg + kl_coef * kl
     if loss_agg == "token-mean":
@@ -58,7 +63,7 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor, adva
                          f"'token-mean'")
     with torch.no_grad():
         stats = {"pg_loss": masked_mean(pg, mask), "kl": masked_mean(kl, mask),
-                 "clipfrac": masked_mean((clipped > unclipped).float(), mask)}
+                 "clipfrac": masked_mean(was_clipped.float(), mask), **pr.metrics}
     return loss, stats
 
 

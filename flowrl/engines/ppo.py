@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from flowrl import kernels
+from flowrl.algorithms import off_policy
+from flowrl.algorithms.off_policy import PolicyRatio
 
 Tensor = torch.Tensor
 
@@ -68,17 +70,24 @@ def ppo_advantages(score: Tensor, logprobs: Tensor, ref_logprobs: Tensor, values
 
 
 def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-                clip_eps: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate objective (negated for minimisation) and diagnostics."""
-    log_ratio = (logprobs - old_logprobs) * mask
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+                clip_eps: float = 0.2, ratio: PolicyRatio | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped surrogate objective (negated for minimisation) and diagnostics.
+
+    ``ratio``: the off-policy-corrected ratio of a batch with stale samples
+    (:func:`flowrl.algorithms.off_policy.policy_ratio`); default ``exp(logprobs -
+    old_logprobs)``. Its metrics (``off_policy/*``) join the stats.
+    """
+    pr = ratio if ratio is not None else off_policy.plain_ratio(logprobs, old_logprobs, mask)
+    per_token, was_clipped = off_policy.clipped_surrogate(pr.ratio, advantages, clip_eps)
+    if pr.weight is not None:  # decoupled PPO's behaviour weight on stale tokens
+        per_token = per_token * pr.weight
+    loss = masked_mean(per_token, mask)
     with torch.no_grad():
         stats = {
-            "clipfrac": masked_mean((clipped > unclipped).float(), mask),
-            "approx_kl": masked_mean(0.5 * log_ratio.square(), mask),
+            "clipfrac": masked_mean(was_clipped.float(), mask),
+            "approx_kl": masked_mean(0.5 * pr.log_ratio.square(), mask),
+            **pr.metrics,
         }
     return loss, stats
 
