@@ -6,7 +6,8 @@ This is the plan the embedded runtime uses when no cluster is given. :func:`comp
 
 from __future__ import annotations
 
-from flowrl.config import ModelConfig
+from flowrl.compiler.decouple import insert_proximal_logprobs
+from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.ir import FlowGraph, Mesh, Op, Schedule, WorkerGroup, group_workers
 
 
@@ -41,9 +42,16 @@ def config_worker_groups(configs: dict[str, ModelConfig]) -> list[WorkerGroup]:
 
 
 def lower(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
-          configs: dict[str, ModelConfig] | None = None) -> Schedule:
+          configs: dict[str, ModelConfig] | None = None, *,
+          runtime_args: RuntimeArgs | None = None,
+          methods: dict[str, frozenset[str]] | None = None) -> Schedule:
     """A schedule of every role's calls, plus the parameter sync after training; with the
-    models' ``configs``, also their worker groups (:func:`config_worker_groups`)."""
+    models' ``configs``, also their worker groups (:func:`config_worker_groups`). With
+    ``runtime_args`` asking for decoupled PPO (``off_policy.correction: decoupled``,
+    ``max_staleness >= 1``) the train flow gets the ``decoupled`` pass's proximal log-prob
+    calls, as in :func:`~flowrl.compiler.compile_schedule` (``methods``: checks them)."""
+    if runtime_args is not None:
+        graphs = insert_proximal_logprobs(graphs, sync, runtime_args, methods)
     ops = {role: call_ops(g) for role, g in graphs.items()}
     ops["sync"] = sync_ops(sync)
     groups = config_worker_groups(configs) if configs else []

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.errors import CompileError, FlowRLError
-from flowrl.ir import ClusterSpec, FlowGraph, Mesh, Schedule
+from flowrl.ir import ClusterSpec, FlowGraph, Mesh, PipelinePlan, Schedule
 
 if TYPE_CHECKING:  # types only: the pass modules import nothing from here
     from flowrl.compiler.colocation import Unit
@@ -28,10 +28,18 @@ if TYPE_CHECKING:  # types only: the pass modules import nothing from here
 
 
 @dataclass(frozen=True)
+class PipelineAdvice:
+    """The ``pipeline`` pass's result: the pipelined episode with its placement advice, or
+    ``plan=None`` when ``max_staleness == 0`` (a pass must always provide its field)."""
+
+    plan: PipelinePlan | None
+
+
+@dataclass(frozen=True)
 class PlanContext:
     """Inputs of a compilation and, as passes run, their results (``None``: not yet)."""
 
-    graphs: dict[str, FlowGraph]
+    graphs: dict[str, FlowGraph]  # the traced flows; the decoupled pass may add nodes
     models: dict[str, ModelConfig]
     sync: list[tuple[str, str]]
     cluster: ClusterSpec
@@ -50,6 +58,7 @@ class PlanContext:
     memory: MemoryModel | None = None  # memory
     offload_plan: OffloadPlan | None = None  # offload
     timed: TimedPlan | None = None  # schedule
+    pipeline: PipelineAdvice | None = None  # pipeline
     schedule: Schedule | None = None  # assemble
 
 

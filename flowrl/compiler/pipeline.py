@@ -1,8 +1,11 @@
-"""``compile_schedule``: the pass list validate -> resources -> placement -> memory ->
-offload -> schedule -> assemble, run by :func:`~flowrl.compiler.passes.run_passes`.
+"""``compile_schedule``: the pass list validate -> decoupled -> resources -> placement ->
+memory -> offload -> schedule -> pipeline -> assemble, run by
+:func:`~flowrl.compiler.passes.run_passes`.
 
 Placement strategy ``search`` scores each candidate placement by running the same list from
-``memory`` on (:data:`SCORING_PASSES`) on a candidate context.
+``memory`` to ``schedule`` (:data:`SCORING_PASSES`) on a candidate context; with
+``max_staleness >= 1`` the score is the pipelined steady state, so search prefers placements
+whose rollout and train overlap.
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ from typing import Any
 
 from flowrl.compiler.colocation import colocation_units
 from flowrl.compiler.costmodel import call_kind
+from flowrl.compiler.decouple import insert_proximal_logprobs
 from flowrl.compiler.memory import memory
 from flowrl.compiler.offload import offload
-from flowrl.compiler.passes import Pass, PlanContext, run_passes
+from flowrl.compiler.passes import Pass, PipelineAdvice, PlanContext, run_passes
+from flowrl.compiler.pipelining import scored_time
 from flowrl.compiler.placement import Workload, placement
 from flowrl.compiler.resources import ModelResources, model_resources, repeats
 from flowrl.compiler.schedule import OpCosts, schedule
 from flowrl.compiler.validate import validate
 from flowrl.config import ModelConfig, RuntimeArgs
-from flowrl.ir import (ClusterSpec, FlowGraph, MemoryPoint, MemoryReport, Mesh, Schedule,
-                       group_workers, parse_cluster)
+from flowrl.errors import FlowRLError
+from flowrl.ir import (ClusterSpec, FlowGraph, MemoryPoint, MemoryReport, Mesh, PipelinePlan,
+                       Schedule, Suggestion, group_workers, parse_cluster)
 
 
 def default_runtime_args() -> RuntimeArgs:
@@ -50,6 +56,10 @@ def _validate(ctx: PlanContext) -> dict[str, Any]:
     return {"validated": True}
 
 
+def _decoupled(ctx: PlanContext) -> dict[str, Any]:
+    return {"graphs": insert_proximal_logprobs(ctx.graphs, ctx.sync, ctx.args, ctx.methods)}
+
+
 def _resources(ctx: PlanContext) -> dict[str, Any]:
     resources = model_resources(ctx.models, ctx.graphs, ctx.sync)
     return {"resources": resources, "units": colocation_units(resources, ctx.colocation),
@@ -58,7 +68,8 @@ def _resources(ctx: PlanContext) -> dict[str, Any]:
 
 def _score(ctx: PlanContext, meshes: dict[str, Mesh]) -> float:
     """Estimated iteration seconds of ``meshes`` (the scoring passes on a candidate)."""
-    return run_passes(replace(ctx, meshes=meshes), SCORING_PASSES).timed.estimates.iteration_time
+    timed = run_passes(replace(ctx, meshes=meshes), SCORING_PASSES).timed
+    return scored_time(timed.estimates, timed.pipeline)
 
 
 def _placement(ctx: PlanContext) -> dict[str, Any]:
@@ -81,6 +92,36 @@ def _schedule(ctx: PlanContext) -> dict[str, Any]:
                               ctx.meshes, ctx.cluster, ctx.args, ctx.op_costs)}
 
 
+#: The placement the "no overlap" advice proposes: disjoint devices for rollout and train.
+ADVISED_STRATEGY = "disaggregate"
+
+
+def _advice(ctx: PlanContext, plan: PipelinePlan) -> PipelinePlan:
+    """``plan`` with, when its stages share devices, what a disaggregated placement would
+    predict (compiled with the same passes), or a note saying why there is none."""
+    try:
+        alt = replace(ctx, strategy=ADVISED_STRATEGY, meshes=None)
+        alt = run_passes(alt, [PLACEMENT] + SCORING_PASSES)
+    except FlowRLError as e:
+        return replace(plan, notes=plan.notes + (
+            f"no {ADVISED_STRATEGY} placement fits cluster '{ctx.cluster.name}': "
+            f"{str(e).splitlines()[0]}",))
+    other = alt.timed.pipeline
+    if other is None or not other.overlap:
+        return replace(plan, notes=plan.notes + (
+            f"a {ADVISED_STRATEGY} placement still shares devices on this cluster",))
+    return replace(plan, suggestion=Suggestion(
+        ADVISED_STRATEGY, other.steady_state_time,
+        plan.steady_state_time / other.steady_state_time if other.steady_state_time else 1.0))
+
+
+def _pipeline(ctx: PlanContext) -> dict[str, Any]:
+    plan = ctx.timed.pipeline
+    if plan is not None and not plan.overlap:
+        plan = _advice(ctx, plan)
+    return {"pipeline": PipelineAdvice(plan)}
+
+
 def _assemble(ctx: PlanContext) -> dict[str, Any]:
     mem, plan, timed = ctx.memory, ctx.offload_plan, ctx.timed
     timeline = []
@@ -100,19 +141,24 @@ def _assemble(ctx: PlanContext) -> dict[str, Any]:
     return {"schedule": Schedule(
         graphs=dict(ctx.graphs), ops=ops, placement=dict(ctx.meshes), memory=report,
         estimates=timed.estimates, cluster=ctx.cluster, strategy=ctx.strategy,
-        worker_groups=group_workers(ctx.meshes, list(ctx.resources)))}
+        worker_groups=group_workers(ctx.meshes, list(ctx.resources)),
+        pipeline=ctx.pipeline.plan)}
 
 
 VALIDATE = Pass("validate", (), ("validated",), _validate)
+DECOUPLED = Pass("decoupled", ("validated",), ("graphs",), _decoupled)
 RESOURCES = Pass("resources", ("validated",), ("resources", "units", "workload"), _resources)
 PLACEMENT = Pass("placement", ("resources", "units", "workload"), ("meshes",), _placement)
 MEMORY = Pass("memory", ("resources", "meshes"), ("memory",), _memory)
 OFFLOAD = Pass("offload", ("memory", "resources"), ("offload_plan",), _offload)
 SCHEDULE = Pass("schedule", ("memory", "offload_plan", "meshes"), ("timed",), _schedule)
-ASSEMBLE = Pass("assemble", ("memory", "offload_plan", "timed"), ("schedule",), _assemble)
+PIPELINE = Pass("pipeline", ("timed",), ("pipeline",), _pipeline)
+ASSEMBLE = Pass("assemble", ("memory", "offload_plan", "timed", "pipeline"), ("schedule",),
+                _assemble)
 
 #: The compile pipeline, in order.
-PASSES = [VALIDATE, RESOURCES, PLACEMENT, MEMORY, OFFLOAD, SCHEDULE, ASSEMBLE]
+PASSES = [VALIDATE, DECOUPLED, RESOURCES, PLACEMENT, MEMORY, OFFLOAD, SCHEDULE, PIPELINE,
+          ASSEMBLE]
 #: What scores a candidate placement: the same list from ``memory`` up to the estimate.
 SCORING_PASSES = PASSES[PASSES.index(MEMORY):PASSES.index(SCHEDULE) + 1]
 

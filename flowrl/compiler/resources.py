@@ -164,7 +164,7 @@ def episode_spec(args: RuntimeArgs, has_eval: bool = False) -> EpisodeSpec:
     """The episode's shape for these runtime args (the one place they are read for it)."""
     return EpisodeSpec.from_counts(args.sample_per_episode, args.generation_batch_size,
                                    args.train_global_batch_size, args.num_training_epoch,
-                                   has_eval)
+                                   has_eval, args.max_staleness)
 
 
 def repeats(args: RuntimeArgs) -> dict[str, int]:

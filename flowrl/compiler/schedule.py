@@ -15,6 +15,10 @@ behind. Rollout batches are submitted together (``run_many``), so a distributed 
 pipelines them: run ``i+1``'s ops start on a device as soon as run ``i``'s ops there are
 done (each device keeps submission order). Train runs are sequential (each optimizer step
 needs the previous one). Eval is estimated per run but not included in the iteration.
+
+With ``runtime_args.max_staleness >= 1`` the same role times also give the pipelined
+episode's steady state (:mod:`flowrl.compiler.pipelining`): rollout and train+sync overlap
+when their devices are disjoint.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from typing import Callable
 from flowrl.compiler.costmodel import call_kind, call_time, sync_time, transfer_time
 from flowrl.compiler.memory import MemoryModel
 from flowrl.compiler.offload import OffloadPlan, entry_transfer_bytes
+from flowrl.compiler.pipelining import plan_pipeline
 from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
-from flowrl.ir import CallNode, ClusterSpec, Estimates, FlowGraph, Mesh, Op, OpInterpreter
+from flowrl.ir import (CallNode, ClusterSpec, Estimates, FlowGraph, Mesh, Op, OpInterpreter,
+                       PipelinePlan)
 from flowrl.ir.episode import PIPELINED
 
 
@@ -136,11 +142,13 @@ def _analytic_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
 @dataclass
 class TimedPlan:
     """The schedule pass's result: timed copies of the offload plan's ops (the plan's own
-    lists are left as they are), the estimates, and each memory moment's start time."""
+    lists are left as they are), the estimates, each memory moment's start time and, for
+    ``max_staleness >= 1``, the pipelined episode (without a placement suggestion)."""
 
     ops: dict[str, list[Op]]
     estimates: Estimates
     moment_times: list[float]
+    pipeline: PipelinePlan | None = None
 
 
 @dataclass
@@ -212,4 +220,5 @@ def schedule(mem: MemoryModel, plan: OffloadPlan, graphs: dict[str, FlowGraph],
                     sync_bytes=sum(times[r].sync_bytes for r in counted),
                     repeat_ops={r: x.repeat_ops for r, x in times.items()},
                     pipelined=[r for r in PIPELINED if reps.get(r, 1) > 1 and r in times])
-    return TimedPlan(ops, est, moment_times)
+    return TimedPlan(ops, est, moment_times, plan_pipeline(est, ops, graphs, placement,
+                                                           mem.episode.max_staleness))

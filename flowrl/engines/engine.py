@@ -261,7 +261,10 @@ class Engine:
         cluster = cluster if cluster is not None else self.config.cluster
         if cluster is None:
             self.schedule = lower(self.graphs, self.sync_pairs,
-                                  {n: self.config.model(n) for n in self.modules})
+                                  {n: self.config.model(n) for n in self.modules},
+                                  runtime_args=self.config.runtime_args,
+                                  methods={n: flow_methods(type(m))
+                                           for n, m in self.modules.items()})
         else:
             from flowrl.compiler import compile_schedule
 

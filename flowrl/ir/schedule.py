@@ -17,6 +17,7 @@ from flowrl.ir import serialize
 from flowrl.ir.graph import FlowGraph
 from flowrl.ir.ops import (Estimates, MemoryPoint, MemoryReport, Mesh, Op, OpKind,  # noqa: F401
                            WorkerGroup, group_workers)
+from flowrl.ir.pipeline import PipelinePlan
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Schedule:
     (:class:`MemoryReport`), ``estimates`` (:class:`Estimates`) and ``cluster`` (a
     :class:`~flowrl.ir.cluster.ClusterSpec`); a schedule built with
     :func:`flowrl.compiler.lower.lower` (no cluster) has only the ops and empty dicts there.
+    ``pipeline`` (:class:`~flowrl.ir.pipeline.PipelinePlan`): the pipelined episode, only
+    when compiled with ``runtime_args.max_staleness >= 1`` and a cluster.
     """
 
     graphs: dict[str, FlowGraph]
@@ -39,6 +42,7 @@ class Schedule:
     cluster: Any = None
     strategy: str = "none"
     worker_groups: list[WorkerGroup] = field(default_factory=list)
+    pipeline: PipelinePlan | None = None
 
     def ops_for(self, role: str) -> list[Op]:
         return self.ops.get(role, [])

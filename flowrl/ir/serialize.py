@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flowrl.ir.cluster import ClusterSpec
 from flowrl.ir.graph import CallNode, FlowGraph
 from flowrl.ir.ops import Estimates, MemoryReport, Mesh, Op, group_workers
+from flowrl.ir.pipeline import PipelinePlan
 
 if TYPE_CHECKING:  # the Schedule class is passed in, so this module never imports it
     from flowrl.ir.schedule import Schedule
@@ -42,7 +43,7 @@ def graph_from_json(d: dict[str, Any]) -> FlowGraph:
 def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
     """The ``flowrl.schedule/1`` object (plain JSON types only)."""
     cluster = schedule.cluster
-    return {
+    out = {
         "schema": SCHEMA,
         "strategy": schedule.strategy,
         "cluster": cluster.model_dump() if hasattr(cluster, "model_dump") else cluster,
@@ -54,6 +55,9 @@ def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
         "estimates": (schedule.estimates.to_dict() if isinstance(schedule.estimates, Estimates)
                       else None),
     }
+    if schedule.pipeline is not None:  # only for max_staleness >= 1: k = 0 JSON is unchanged
+        out["pipeline"] = schedule.pipeline.to_dict()
+    return out
 
 
 def schedule_from_json(data: dict[str, Any], cls: type[Schedule]) -> Schedule:
@@ -70,7 +74,8 @@ def schedule_from_json(data: dict[str, Any], cls: type[Schedule]) -> Schedule:
         memory=MemoryReport.from_dict(data["memory"]) if data.get("memory") else {},
         estimates=Estimates.from_dict(data["estimates"]) if data.get("estimates") else {},
         cluster=ClusterSpec.model_validate(cluster) if isinstance(cluster, dict) else cluster,
-        strategy=data["strategy"], worker_groups=group_workers(placement))
+        strategy=data["strategy"], worker_groups=group_workers(placement),
+        pipeline=PipelinePlan.from_dict(data["pipeline"]) if data.get("pipeline") else None)
 
 
 def write_schedule_file(schedule: Schedule, path: str | Path) -> Path:

@@ -1,13 +1,36 @@
-"""A PNG of per-device memory over one estimated iteration (matplotlib, object API)."""
+"""A PNG of per-device memory over one estimated iteration (matplotlib, object API) and, with
+``max_staleness >= 1``, the pipelined steady state per device group below it."""
 
 from __future__ import annotations
 
-from flowrl.ir import Estimates, MemoryReport, Schedule
+from flowrl.ir import Estimates, MemoryReport, PipelinePlan, Schedule
+from flowrl.report.pipeline import lanes, overlap_warning, segments
 from flowrl.report.trace import memory_series
+
+#: Bar colours of the pipeline's segment kinds.
+SEGMENT_COLORS = {"rollout": "tab:blue", "train": "tab:orange", "push": "tab:green",
+                  "wait": "lightgrey"}
+
+
+def _plot_pipeline(ax, plan: PipelinePlan) -> None:
+    """Gantt bars of the steady state, one row per device group."""
+    names = lanes(plan)
+    for seg in segments(plan):
+        y = names.index(seg.lane)
+        ax.broken_barh([(seg.start, seg.duration)], (y - 0.4, 0.8),
+                       color=SEGMENT_COLORS[seg.kind], edgecolor="black", linewidth=0.5)
+    ax.set_yticks(range(len(names)), names, fontsize="small")
+    ax.set_xlabel("steady-state time (s)")
+    title = (f"pipelined episodes, max_staleness {plan.max_staleness}: "
+             f"{plan.steady_state_time:.3g} s/episode vs {plan.synchronous_time:.3g} s "
+             f"synchronous ({plan.speedup:.2f}x)")
+    warning = overlap_warning(plan)
+    ax.set_title(title + ("\nno overlap: devices shared" if warning else ""), fontsize="small")
 
 
 def plot_memory(schedule: Schedule, path: str) -> str:
-    """Per-device memory over one iteration: dashed before offload, solid after, and capacity."""
+    """Per-device memory over one iteration: dashed before offload, solid after, and capacity;
+    below it the pipelined steady state when the schedule has one."""
     # The object API (no pyplot): no global backend switch, nothing left open.
     import matplotlib
     from matplotlib.figure import Figure
@@ -15,8 +38,13 @@ def plot_memory(schedule: Schedule, path: str) -> str:
     mem = schedule.memory
     if not isinstance(mem, MemoryReport):
         raise ValueError("this schedule has no memory report (compile it with a cluster)")
-    fig = Figure(figsize=(10, 4.5))
-    ax = fig.subplots()
+    plan = schedule.pipeline
+    fig = Figure(figsize=(10, 4.5 if plan is None else 7))
+    if plan is None:
+        ax = fig.subplots()
+    else:
+        ax, pax = fig.subplots(2, 1, height_ratios=(3, 1.4))
+        _plot_pipeline(pax, plan)
     end = schedule.estimates.iteration_time if isinstance(schedule.estimates, Estimates) else 0
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for d, points in memory_series(schedule).items():

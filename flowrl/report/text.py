@@ -1,4 +1,5 @@
-"""The text report ``flowrl explain`` prints (rich tables): DAG, meshes, ops, memory."""
+"""The text report ``flowrl explain`` prints (rich tables): DAG, meshes, ops, memory and,
+for ``max_staleness >= 1``, the pipelined episode."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from flowrl.compiler.resources import fmt_bytes
-from flowrl.ir import FLOW_INPUT, Estimates, FlowGraph, MemoryReport, Schedule
+from flowrl.ir import FLOW_INPUT, Estimates, FlowGraph, MemoryReport, PipelinePlan, Schedule
 from flowrl.ir.episode import ordered_roles
+from flowrl.report.pipeline import fmt_devices, lanes, overlap_warning, segments
 
 
 def fmt_time(s: float) -> str:
@@ -21,27 +23,13 @@ def fmt_time(s: float) -> str:
     return f"{s * 1e6:.3g} us"
 
 
-def fmt_devices(devices) -> str:
-    """``0-3,6`` style."""
-    ds = sorted(devices)
-    if not ds:
-        return "-"
-    parts, start, prev = [], ds[0], ds[0]
-    for d in ds[1:] + [None]:
-        if d is not None and d == prev + 1:
-            prev = d
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if d is not None:
-            start = prev = d
-    return ",".join(parts)
-
-
 def _dag_lines(role: str, g: FlowGraph) -> list[str]:
     lines = [f"[bold]{role}[/bold] ({g.name}):"]
     for c in g.calls():
         ins = ", ".join("batch" if i == FLOW_INPUT else i for i in c.inputs) or "-"
-        lines.append(f"  {c.id}  <-  {ins}")
+        # Nodes a compiler pass inserted say so (their source names the pass).
+        added = f"  [inserted by {c.source[1:-1]}]" if c.source.startswith("<compiler") else ""
+        lines.append(f"  {c.id}  <-  {ins}{escape(added)}")
     if g.outputs:
         lines.append(f"  returns {', '.join(g.outputs)}")
     return lines
@@ -107,6 +95,47 @@ def _memory_table(mem: MemoryReport) -> Table:
     return t
 
 
+def _gantt(plan: PipelinePlan, width: int = 60) -> list[str]:
+    """Two steady-state episodes per device group as text bars (R rollout, T train, S push,
+    . idle or waiting)."""
+    marks = {"rollout": "R", "train": "T", "push": "S", "wait": "."}
+    span = 2 * plan.steady_state_time or 1.0
+    rows = {lane: [" "] * width for lane in lanes(plan)}
+    for seg in segments(plan, episodes=2):
+        a = int(seg.start / span * width)
+        b = max(a + 1, int((seg.start + seg.duration) / span * width))
+        for i in range(a, min(b, width)):
+            rows[seg.lane][i] = marks[seg.kind]
+    pad = max(len(lane) for lane in rows)
+    return [f"  {lane:<{pad}} |{''.join(r).replace(' ', '.')}|" for lane, r in rows.items()]
+
+
+def _pipeline_section(con: Console, plan: PipelinePlan) -> None:
+    con.print(f"\n[bold]pipelined episode (max_staleness {plan.max_staleness}): rollout stage "
+              f"-> buffer of {plan.buffer_depth} episode(s) -> train stage; syncs are "
+              f"versioned pushes[/bold]")
+    t = Table(title="stages per device group (seconds per steady-state episode)",
+              title_justify="left")
+    for col in ("stage", "roles", "devices", "time", "busy", "bubble"):
+        t.add_column(col, justify="left" if col in ("stage", "roles", "devices") else "right")
+    for s in plan.stages:
+        t.add_row(s.name, " + ".join(s.roles), fmt_devices(s.devices), fmt_time(s.time),
+                  fmt_time(s.busy), fmt_time(s.bubble))
+    con.print(t)
+    pushes = ", ".join(f"{a} -> {b}" for a, b in plan.pushes) or "none"
+    con.print(f"versioned pushes: {escape(pushes)} (sync {fmt_time(plan.sync_time)}, waits "
+              f"{fmt_time(plan.sync_wait)} for the rollout in flight)")
+    con.print(f"[bold]steady-state time per episode: {fmt_time(plan.steady_state_time)}"
+              f"[/bold] (synchronous {fmt_time(plan.synchronous_time)}; predicted speedup "
+              f"{plan.speedup:.2f}x)")
+    con.print("steady state, two episodes (R rollout, T train, S push, . idle/waiting):")
+    for line in _gantt(plan):
+        con.print(escape(line))
+    warning = overlap_warning(plan)
+    if warning:
+        con.print(f"warning: {escape(warning)}")
+
+
 def explain_text(schedule: Schedule, width: int = 120) -> str:
     """The report ``flowrl explain`` prints."""
     buf = io.StringIO()
@@ -122,4 +151,6 @@ def explain_text(schedule: Schedule, width: int = 120) -> str:
                   "left to what this role needs; they move nothing when it is already there.")
     if mem is not None:
         con.print(_memory_table(mem))
+    if schedule.pipeline is not None:
+        _pipeline_section(con, schedule.pipeline)
     return buf.getvalue()

@@ -1,5 +1,6 @@
 """Chrome/Perfetto traces of a schedule's estimated iteration, and the memory series they
-(and the PNG plot) draw: every run of every role timed as the estimate assumes."""
+(and the PNG plot) draw: every run of every role timed as the estimate assumes. With
+``max_staleness >= 1`` a second process shows the pipelined steady state per device group."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from flowrl.compiler.schedule import role_runs
 from flowrl.ir import Estimates, MemoryReport, Schedule
 from flowrl.ir.episode import ordered_roles
+from flowrl.report.pipeline import lanes, segments
 
 
 def role_run_times(schedule: Schedule) -> dict[str, tuple[float, list[list[tuple[float, float]]]]]:
@@ -44,6 +46,26 @@ def memory_series(schedule: Schedule) -> dict[int, list[tuple[float, int, int]]]
     return {d: sorted(v) for d, v in series.items()}
 
 
+def pipeline_events(schedule: Schedule) -> list[dict[str, Any]]:
+    """Trace events (pid 1) of the pipelined steady state: one lane per device group, the
+    stages of a few episodes overlapping where their devices are disjoint."""
+    plan = schedule.pipeline
+    if plan is None:
+        return []
+    tids = {lane: i for i, lane in enumerate(lanes(plan))}
+    events: list[dict[str, Any]] = [
+        {"name": "process_name", "ph": "M", "pid": 1,
+         "args": {"name": f"flowrl pipelined steady state (max_staleness "
+                          f"{plan.max_staleness}, {plan.steady_state_time:.3g} s/episode)"}}]
+    events += [{"name": "thread_name", "ph": "M", "pid": 1, "tid": i, "args": {"name": lane}}
+               for lane, i in tids.items()]
+    for seg in segments(plan):
+        events.append({"name": seg.label, "cat": f"pipeline,{seg.kind}", "ph": "X", "pid": 1,
+                       "tid": tids[seg.lane], "ts": seg.start * 1e6,
+                       "dur": seg.duration * 1e6, "args": {"stage": seg.kind}})
+    return events
+
+
 def chrome_trace(schedule: Schedule) -> dict[str, Any]:
     """Trace events (microseconds) of one estimated iteration: one lane per device, every run
     of every role (pipelined rollout runs overlap as the estimate assumes), and per-device
@@ -69,9 +91,13 @@ def chrome_trace(schedule: Schedule) -> dict[str, Any]:
             for t, _, after in points:
                 events.append({"name": f"memory GB device {d}", "ph": "C", "pid": 0,
                                "ts": t * 1e6, "args": {"after offload": after / 1e9}})
-    return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"strategy": schedule.strategy,
-                          "iteration_time_s": est.iteration_time if est else None}}
+    events += pipeline_events(schedule)
+    other = {"strategy": schedule.strategy,
+             "iteration_time_s": est.iteration_time if est else None}
+    if schedule.pipeline is not None:
+        other["steady_state_time_s"] = schedule.pipeline.steady_state_time
+        other["predicted_speedup"] = schedule.pipeline.speedup
+    return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
 
 
 def write_chrome_trace(schedule: Schedule, path: str) -> str:

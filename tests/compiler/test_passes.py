@@ -23,8 +23,10 @@ def _ctx(models=None, **kw) -> PlanContext:
 def test_pass_list_builds_the_same_schedule_as_compile_schedule():
     done = run_passes(_ctx(strategy="search"), pipeline.PASSES)
     assert done.schedule.to_json() == compile_ppo(strategy="search").to_json()
-    assert [p.name for p in pipeline.PASSES] == ["validate", "resources", "placement", "memory",
-                                                "offload", "schedule", "assemble"]
+    # issue 13 added 'decoupled' (proximal log-probs) and 'pipeline' (max_staleness >= 1).
+    assert [p.name for p in pipeline.PASSES] == ["validate", "decoupled", "resources",
+                                                "placement", "memory", "offload", "schedule",
+                                                "pipeline", "assemble"]
     assert [p.name for p in pipeline.SCORING_PASSES] == ["memory", "offload", "schedule"]
 
 
