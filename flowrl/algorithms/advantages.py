@@ -109,8 +109,9 @@ def group_normalize(scores: Tensor, group_size: int, *, std: StdEstimator = "pop
         if std == "unbiased" and group_size < 2:
             raise AlgorithmError("group_normalize: std='unbiased' needs group_size >= 2, got "
                                  f"group_size={group_size}")
-        sd = g.std(dim=1, correction=1 if std == "unbiased" else 0, keepdim=True)
-        centered = centered / (sd + eps)
+        denom = g.std(dim=1, correction=1 if std == "unbiased" else 0, keepdim=True) + eps
+        # an all-equal group is 0 / 0 with eps = 0: its advantage is 0, not NaN
+        centered = centered / torch.where(denom > 0, denom, torch.ones_like(denom))
     return centered.reshape(-1)
 
 
