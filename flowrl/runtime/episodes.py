@@ -13,12 +13,23 @@ always sees ``generation_batch_size`` samples and ``sample_per_episode`` counts 
 Checkpoints hold what makes a resumed run continue bit for bit: the modules' states (the
 executor's ``module_states()``, i.e. each module's ``state_dict_for_checkpoint``), the
 episode and iteration counters, the prompt stream's position, the replay buffer, the global
-RNG states and the metrics history (see :mod:`flowrl.runtime.checkpoint`).
+RNG states and the metrics history (see :mod:`flowrl.runtime.checkpoint`), and, with
+``max_staleness >= 1``, the rollouts generated ahead (with their versions).
+
+Every rollout sample gets ``weight_version``, the version of the weights that generated it
+(see :mod:`flowrl.runtime.staleness`). With ``runtime_args.max_staleness = k >= 1`` episodes
+follow the pipelined order of :mod:`flowrl.ir.episode` (:meth:`EpisodeRunner._pipelined`);
+``k = 0`` runs the synchronous code path unchanged. An episode's row reports the rollout
+metrics of the samples it trained (generated up to ``k`` versions earlier), plus
+``staleness/mean|max``; its ``time/rollout_s`` is the time the loop spent submitting and
+waiting for that rollout (its generation time in the local runtime; with Ray the part not
+hidden behind training), and ``time/rollout_wait_s`` what the loop waited for rollouts in it.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +49,8 @@ from flowrl.runtime.guards import check_weights
 from flowrl.runtime.resume import config_changes, config_record, flat_tensors
 from flowrl.runtime.metrics import MetricsLogger, aggregate
 from flowrl.runtime.replay import ReplayBuffer
+from flowrl.runtime.staleness import (RolloutQueue, StalenessError, check_bound,
+                                      staleness_metrics, tag_samples)
 
 
 def repeat_samples(batch: dict[str, Any], n: int) -> dict[str, Any]:
@@ -60,13 +73,20 @@ class EpisodeRunner:
         self.args = config.runtime_args
         #: the episode's shape: role order, rollout runs, syncs (read here, not re-derived)
         self.spec = episode_spec(self.args, has_eval=evaluate is not None)
+        if self.spec.max_staleness != self.args.max_staleness:  # a spec built without it
+            self.spec = replace(self.spec, max_staleness=self.args.max_staleness)
         self.buffer = ReplayBuffer()
+        #: rollouts generated ahead: episode -> (tagged samples, their rollout metrics)
+        self.queue = RolloutQueue(self.spec.max_staleness)
+        self.horizon = self.args.num_episode  # episodes the pipeline fills up to
+        self._waited = 0.0  # seconds this episode waited for rollouts (pipelined)
         self.train_iteration = 0
         self.episode = 0  # episodes completed
 
     def run(self, num_episode: int | None = None) -> list[dict[str, Any]]:
         """Run episodes until ``num_episode`` (default: the config's) have completed."""
         total = num_episode if num_episode is not None else self.args.num_episode
+        self.horizon = max(self.args.num_episode, total)
         rows = []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=self.logger.console,
@@ -104,12 +124,15 @@ class EpisodeRunner:
         """The loop's own state (module states are saved beside it)."""
         return {"episode": self.episode, "train_iteration": self.train_iteration,
                 "prompts": self.prompts.state_dict(), "replay": list(self.buffer.samples),
-                "rng": rng_state(), "metrics": list(self.logger.history)}
+                "rng": rng_state(), "metrics": list(self.logger.history),
+                "in_flight": self.queue.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.episode = int(state["episode"])
         self.train_iteration = int(state["train_iteration"])
         self.executor.episode = self.episode
+        self.executor.set_weight_version(self.episode)  # one sync per finished episode
+        self.queue.load_state_dict(state.get("in_flight", {}))
         self.prompts.load_state_dict(state["prompts"])
         self.buffer.clear()
         self.buffer.samples.extend(state["replay"])
@@ -165,6 +188,8 @@ class EpisodeRunner:
     def run_episode(self, progress: Progress | None = None) -> dict[str, float]:
         """One episode: the spec's roles in order (eval is run by :meth:`run`), timed."""
         self.executor.episode = self.episode
+        if self.spec.max_staleness:
+            return self._pipelined(progress)
         phases = {"rollout": self._rollout, "train": self._train, "sync": self._sync}
         entries: list[tuple[str, float, str]] = []
         seconds: dict[str, float] = {}
@@ -196,13 +221,88 @@ class EpisodeRunner:
                 progress.advance(task)
             if res.skipped is not None:  # on_nonfinite: skip_batch dropped it (counted)
                 continue
-            if res.output is None:
-                raise FlowRLError("the rollout flow returned nothing: return the outputs that "
-                                  "form the training samples (e.g. `return reward_out`)")
-            self.buffer.add_batch(res.output)
+            self.buffer.samples.extend(self._samples(res, self.episode))
         if task is not None:
             progress.remove_task(task)
+        check_bound(self.buffer.samples, self.episode, 0)
         return results
+
+    def _samples(self, res: FlowResult, episode: int) -> list[dict[str, Any]]:
+        """The samples of one rollout result for ``episode``, tagged with their version,
+        which must be the spec's :meth:`~flowrl.ir.EpisodeSpec.behaviour_version`."""
+        if res.output is None:
+            raise FlowRLError("the rollout flow returned nothing: return the outputs that "
+                              "form the training samples (e.g. `return reward_out`)")
+        expected = self.spec.behaviour_version(episode)
+        version = res.weight_version if res.weight_version is not None else \
+            self.executor.weight_version
+        if version != expected:
+            raise StalenessError(
+                f"the rollout of episode {episode + 1} ran on weight version {version}, not "
+                f"{expected} (runtime_args.max_staleness={self.spec.max_staleness}): the "
+                f"sync overtook it (a runtime ordering bug; please report it)")
+        return tag_samples(Batch(res.output).samples(), version)
+
+    # ---- max_staleness >= 1: the pipelined order of flowrl.ir.episode -----------------------
+    def _pipelined(self, progress: Progress | None) -> dict[str, float]:
+        """Episode ``e``: submit the rollouts of :meth:`EpisodeSpec.rollouts_in` (``e + k``;
+        ``0 .. k`` in episode 0) without waiting, train ``e`` on the queued samples of
+        rollout ``e`` meanwhile, collect the new rollouts (their generating weights must be
+        untouched until they finish), then sync."""
+        e, k = self.episode, self.spec.max_staleness
+        self._waited = 0.0
+        ahead = self.spec.rollouts_in(e, self.horizon)
+        if e not in self.queue and e not in ahead:  # learn() ran past the configured horizon
+            ahead = [e] + ahead
+        t_start = time.perf_counter()
+        handles = [(i, *self._submit_rollout(i)) for i in ahead]
+        for i, handle, took in [h for h in handles if h[0] == e]:  # train(e) needs it now
+            self._collect_rollout(i, handle, took)
+        samples, entries, rollout_s = self.queue.take(e)
+        self.buffer.clear()
+        self.buffer.samples.extend(samples)
+        versions = check_bound(self.buffer.samples, e, k)
+        t0 = time.perf_counter()
+        train = self._train(progress)
+        seconds = {"rollout": rollout_s, "train": time.perf_counter() - t0}
+        for i, handle, took in [h for h in handles if h[0] != e]:
+            self._collect_rollout(i, handle, took)
+        t0 = time.perf_counter()
+        sync = self._sync(progress)
+        seconds["sync"] = time.perf_counter() - t0
+        entries = [tuple(x) for x in entries] + [m for r in train + sync for m in r.metrics]
+        metrics = self._episode_metrics(entries, seconds, [s for r in sync for s in r.syncs],
+                                        time.perf_counter() - t_start)
+        metrics.update(staleness_metrics(versions, e))
+        metrics["time/rollout_wait_s"] = sum(h[2] for h in handles) + self._waited
+        return metrics
+
+    def _submit_rollout(self, episode: int) -> tuple[Any, float]:
+        """Submit the rollout whose samples train ``episode``: the next prompt batches (the
+        synchronous loop's episode ``episode`` draws the same), iterations and error
+        messages of that episode."""
+        n_batches, n = self.spec.rollout_runs, self.args.num_inference_per_prompt
+        batches = [repeat_samples(self.prompts.next(), n) for _ in range(n_batches)]
+        current, self.executor.episode = self.executor.episode, episode
+        t0 = time.perf_counter()
+        try:
+            handle = self.executor.submit_many("rollout", batches, episode * n_batches)
+        finally:
+            self.executor.episode = current
+        return handle, time.perf_counter() - t0
+
+    def _collect_rollout(self, episode: int, handle: Any, submit_s: float) -> None:
+        """Wait for a submitted rollout and queue its tagged samples, metrics and seconds
+        (``submit_s`` spent submitting it plus the wait here)."""
+        t0 = time.perf_counter()
+        samples, entries = [], []
+        for res in self.executor.collect_many(handle):
+            entries += [list(m) for m in res.metrics]
+            if res.skipped is None:  # on_nonfinite: skip_batch dropped it (counted)
+                samples += self._samples(res, episode)
+        waited = time.perf_counter() - t0
+        self._waited += waited
+        self.queue.put(episode, (samples, entries, submit_s + waited))
 
     def _train(self, progress: Progress | None) -> list[FlowResult]:
         """``num_training_epoch`` passes over the buffer in global batches. The number of

@@ -49,7 +49,12 @@ class LocalRun(OpInterpreter):
         if self.result.skipped is not None:
             return None  # the batch is dropped; offload/onload ops still keep residency right
         data = merge_inputs(node, [(s, self.values[s]) for s in node.inputs])
-        outcome = run_call(self.ex.modules[op.model], node, data, self.iteration, self.ctx)
+        module = self.ex.modules[op.model]
+        if op.model in self.ex.synced:  # the version these weights are (oldest one called)
+            v = getattr(module, "weight_version", 0)
+            old = self.result.weight_version
+            self.result.weight_version = v if old is None else min(old, v)
+        outcome = run_call(module, node, data, self.iteration, self.ctx)
         self.values[node.id] = outcome.out
         self.result.metrics.extend(outcome.metrics)
         self.result.skipped = outcome.skipped
@@ -69,6 +74,8 @@ class LocalRun(OpInterpreter):
 
     def sync(self, op: Op) -> int:
         stats = sync_parameters(self.ex.modules[op.src], self.ex.modules[op.model])
+        # a sync run for episode e (its iteration) publishes version e + 1
+        self.ex.modules[op.model].weight_version = self.iteration + 1
         self.result.syncs.append(stats)
         return stats.bytes
 
@@ -98,6 +105,9 @@ class LocalExecutor:
         self.offload_ops = 0
         self.onload_ops = 0
         self.episode = 0
+        #: models a sync writes (inference twins): their weights have versions
+        self.synced = {op.model for op in schedule.ops_for("sync") if op.kind == "sync"}
+        self.weight_version = 0
 
     def setup(self) -> None:
         setup_modules(self.modules)
@@ -127,9 +137,27 @@ class LocalExecutor:
         for i, b in enumerate(batches):
             yield self.run(role, b, first_iteration + i)
 
+    def submit_many(self, role: str, batches: list[Any], first_iteration: int
+                    ) -> list[FlowResult]:
+        """In this process: run the batches now (the handle is their results)."""
+        return list(self.run_many(role, batches, first_iteration))
+
+    def collect_many(self, handle: list[FlowResult]) -> list[FlowResult]:
+        return handle
+
+    def set_weight_version(self, version: int) -> None:
+        self.weight_version = version
+        for name in self.synced:
+            self.modules[name].weight_version = version
+
     def run(self, role: str, data: Any, iteration: int) -> FlowResult:
-        """Run every op of ``role`` on ``data`` (a batch dict, or micro-batches for train)."""
-        return LocalRun(self, data, iteration).run(role)
+        """Run every op of ``role`` on ``data`` (a batch dict, or micro-batches for train).
+        The sync role of episode ``iteration`` publishes weight version ``iteration + 1``
+        (also with no sync op: the version counts the episodes' sync steps)."""
+        result = LocalRun(self, data, iteration).run(role)
+        if role == "sync":
+            self.weight_version = iteration + 1
+        return result
 
     def record(self, role: str, op: Op, t0: float, moved: int) -> None:
         """Record an op that started at ``t0`` (``perf_counter``) and just ended."""

@@ -27,6 +27,9 @@ class FlowResult:
     syncs: list[SyncStats] = field(default_factory=list)
     #: set when ``on_nonfinite: skip_batch`` dropped this batch: "model.method key"
     skipped: str | None = None
+    #: the weight version (syncs received) of the synced models this run called, as they
+    #: saw it when they ran; ``None`` when it called none
+    weight_version: int | None = None
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Executor(Protocol):
 
     schedule: Schedule
     episode: int
+    #: the version (syncs) the inference side holds once all submitted work has run
+    weight_version: int
     records: list[OpRecord]
     offload_ops: int
     onload_ops: int
@@ -86,6 +91,18 @@ class Executor(Protocol):
     def run_many(self, role: str, batches: list[Any], first_iteration: int
                  ) -> Iterator[FlowResult]:
         """Run ``role`` on several batches (iterations ``first_iteration``, ...), in order."""
+
+    def submit_many(self, role: str, batches: list[Any], first_iteration: int) -> Any:
+        """Start ``role`` on several batches and return a handle for :meth:`collect_many`
+        without waiting where the executor can (a distributed one lets the work overlap
+        with what is submitted next; an in-process one runs it now: same data, same order)."""
+
+    def collect_many(self, handle: Any) -> list[FlowResult]:
+        """The results of a :meth:`submit_many`, in batch order (waits for them)."""
+
+    def set_weight_version(self, version: int) -> None:
+        """Record that the synced (inference) models hold weight version ``version`` (after
+        a resume: the sync that made it ran before the checkpoint)."""
 
     def module_states(self) -> dict[str, dict]:
         """Every module's checkpoint state."""

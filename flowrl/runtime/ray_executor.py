@@ -100,7 +100,9 @@ class RaySubmission(OpInterpreter):
 
     def sync(self, op: Op) -> None:
         src, dst = op.src, op.model
-        refs, nbytes, t0 = self.ex._sync(src, dst)
+        # a sync run for episode e (its iteration) publishes version e + 1; the destination's
+        # actor applies it after the calls already queued on it (in-flight rollouts)
+        refs, nbytes, t0 = self.ex._sync(src, dst, self.iteration + 1)
         role = self.role
 
         def done(result: FlowResult, _: list) -> None:
@@ -141,6 +143,9 @@ class RayExecutor:
         self.model_group: dict[str, WorkerGroup] = {m: g for g in self.groups for m in g.models}
         self.bucket_bytes = int(config.runtime_args.sync_bucket_mb * 2**20)
         self._pgs: list[Any] = []
+        #: models a sync writes (inference twins): their weights have versions
+        self.synced = {op.model for op in schedule.ops_for("sync") if op.kind == "sync"}
+        self.weight_version = 0
 
     # ---- start-up ------------------------------------------------------------------------
     def _ensure_ray(self) -> None:
@@ -278,10 +283,14 @@ class RayExecutor:
 
     # ---- running flows ---------------------------------------------------------------------
     def submit(self, role: str, data: Any, iteration: int) -> _Pending:
-        """Submit every op of ``role`` on ``data`` without waiting (see :class:`RaySubmission`)."""
-        return RaySubmission(self, data, iteration).run(role)
+        """Submit every op of ``role`` on ``data`` without waiting (see :class:`RaySubmission`).
+        The sync role of episode ``iteration`` publishes weight version ``iteration + 1``."""
+        pending = RaySubmission(self, data, iteration).run(role)
+        if role == "sync":
+            self.weight_version = iteration + 1
+        return pending
 
-    def _sync(self, src: str, dst: str) -> tuple[list, int, float]:
+    def _sync(self, src: str, dst: str, version: int) -> tuple[list, int, float]:
         """Stream the trainer's weights to every inference replica in fixed-size buckets."""
         src_worker = self.replicas(src)[0]  # data-parallel replicas hold identical weights
         dst_workers = self.replicas(dst)
@@ -293,7 +302,7 @@ class RayExecutor:
                          f"sync of {src}")
         buckets = [src_worker.export_bucket.remote(src, plan, i) for i in range(len(plan.buckets))]
         t0 = time.perf_counter()
-        refs = [w.import_buckets.remote(dst, plan, buckets) for w in dst_workers]
+        refs = [w.import_buckets.remote(dst, plan, buckets, version) for w in dst_workers]
         return refs, plan.total_bytes, t0
 
     def collect(self, pending: _Pending) -> FlowResult:
@@ -304,6 +313,10 @@ class RayExecutor:
             meta = self._get(meta_ref, f"{node} (model '{model}', replica {replica}, episode "
                                        f"{self.episode + 1})")
             result.metrics.extend(meta["metrics"])
+            if model in self.synced:  # the version the weights had when this call ran
+                old = result.weight_version
+                result.weight_version = meta["version"] if old is None else \
+                    min(old, meta["version"])
             self.records.append(OpRecord(pending.role, node, model, meta["end"] - meta["start"]))
             self.trace_events.append({"name": node, "ph": "X", "pid": meta["pid"], "tid": replica,
                                       "ts": meta["start"] * 1e6,
@@ -331,9 +344,23 @@ class RayExecutor:
     def run_many(self, role: str, batches: list[Any], first_iteration: int
                  ) -> Iterator[FlowResult]:
         """Submit every batch before collecting any, so stages on disjoint devices overlap."""
-        pendings = [self.submit(role, b, first_iteration + i) for i, b in enumerate(batches)]
-        for p in pendings:
-            yield self.collect(p)
+        yield from (self.collect(p) for p in self.submit_many(role, batches, first_iteration))
+
+    def submit_many(self, role: str, batches: list[Any], first_iteration: int
+                    ) -> list[_Pending]:
+        """Submit ``role`` on every batch without waiting: what is submitted next (a train
+        flow on other actors) runs meanwhile."""
+        return [self.submit(role, b, first_iteration + i) for i, b in enumerate(batches)]
+
+    def collect_many(self, handle: list[_Pending]) -> list[FlowResult]:
+        return [self.collect(p) for p in handle]
+
+    def set_weight_version(self, version: int) -> None:
+        self.weight_version = version
+        refs = [(m, w.set_weight_version.remote(m, version)) for m in sorted(self.synced)
+                for w in self.replicas(m)]
+        for m, ref in refs:
+            self._get(ref, f"setting the weight version of '{m}'")
 
     # ---- checkpoints, trace, shutdown --------------------------------------------------------
     def module_states(self) -> dict[str, dict]:

@@ -104,7 +104,9 @@ class Worker(OpInterpreter):
         self.role, self.index = role, index
         self._call_args = (node, episode, iteration, inputs)
         t0 = time.time()
-        meta = {"metrics": [], "start": t0, "pid": os.getpid(), "rank": self.rank}
+        meta = {"metrics": [], "start": t0, "pid": os.getpid(), "rank": self.rank,
+                "version": getattr(self.modules[node.model], "weight_version", 0)
+                if node is not None else None}
         out, meta["metrics"] = self.run_op(op)
         return out, {**meta, "end": time.time()}
 
@@ -165,8 +167,10 @@ class Worker(OpInterpreter):
 
         return pack_bucket(self.modules[model].named_sync_tensors(), plan.buckets[index])
 
-    def import_buckets(self, model: str, plan, bucket_refs: list) -> tuple[int, float]:
-        """Pull the source's buckets one at a time (bounded memory) and copy them in place."""
+    def import_buckets(self, model: str, plan, bucket_refs: list, version: int
+                       ) -> tuple[int, float]:
+        """Pull the source's buckets one at a time (bounded memory) and copy them in place;
+        the weights are then version ``version``."""
         import ray
 
         from flowrl.runtime.buckets import unpack_bucket
@@ -176,7 +180,12 @@ class Worker(OpInterpreter):
         moved = 0
         for bucket, ref in zip(plan.buckets, bucket_refs):
             moved += unpack_bucket(ray.get(ref), bucket, targets)
+        self.modules[model].weight_version = version
         return moved, time.time() - t0
+
+    def set_weight_version(self, model: str, version: int) -> None:
+        """After a resume: the weights just loaded are version ``version``."""
+        self.modules[model].weight_version = version
 
     def shutdown(self) -> None:
         for m in self.modules.values():
