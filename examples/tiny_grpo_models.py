@@ -8,9 +8,11 @@ import torch
 from torch.utils.data import Dataset
 
 from flowrl import outputs
+from flowrl.algorithms import off_policy
 from flowrl.engines import grpo
 from flowrl.models.toy_tokenizer import ToyTokenizer
-from tiny_ppo_models import PolicyInference, PolicyReference, SeededArgs, _Trainer, full_sequence
+from tiny_ppo_models import (PolicyInference, PolicyReference, SeededArgs, _PolicyTrainer,
+                             full_sequence)
 
 __all__ = ["MathPolicy", "PolicyReference", "GRPOTrainer", "MathDataset", "make_problems",
            "accuracy_by_split"]
@@ -86,19 +88,21 @@ def accuracy_by_split(outputs: list[dict]) -> dict[str, float]:
     return {f"accuracy_{s}": sum(v) / len(v) for s, v in sorted(scores.items())}
 
 
-class GRPOTrainer(_Trainer):
-    class Args(_Trainer.Args):
+class GRPOTrainer(_PolicyTrainer):
+    class Args(_PolicyTrainer.Args):
         kl_coef: float = 0.04
         loss_agg: str = "seq-mean-token-mean"
 
     def train_step(self, data, iteration):
         a, temperature = self.typed_args, self.model_config.generation.temperature
+        version = off_policy.trainer_version(self, iteration)  # stale samples get corrected
 
         def loss_fn(mb):
             tokens, mask, p = full_sequence(mb)
             lp = self.model.response_logprobs(tokens, mask, p, temperature)
+            resp = mb["response_mask"].to(lp.dtype)
+            ratio = off_policy.policy_ratio(lp, mb, resp, self.runtime_args.off_policy, version)
             return grpo.grpo_loss(lp, mb["logprobs"], mb["ref_logprobs"], mb["advantages"],
-                                  mb["response_mask"], a.clip_eps, a.kl_coef,
-                                  loss_agg=a.loss_agg)
+                                  resp, a.clip_eps, a.kl_coef, loss_agg=a.loss_agg, ratio=ratio)
 
         return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)

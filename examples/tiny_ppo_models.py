@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from flowrl import BaseModule, ConfigError, ModelConfig, TorchModule, outputs
+from flowrl.algorithms import off_policy
 from flowrl.engines import ppo
 from flowrl.models.args import ModuleArgs
 from flowrl.models.hf import torch_dtype
@@ -187,7 +188,22 @@ class _Trainer(TorchModule):
         self.optimizer = self.optimizer_from_config(torch.optim.Adam)
 
 
-class PolicyTrainer(_Trainer):
+class _PolicyTrainer(_Trainer):
+    """A trainer of the policy: also gives decoupled PPO its proximal log-probs."""
+
+    @outputs("proximal_logprobs")
+    def proximal_logprobs(self, data, iteration=0):
+        """Log-probs of the responses under the current weights, before this step's update
+        (decoupled PPO's proximal policy; the compiler calls it before ``train_step``).
+        ``data``: a batch, or the train step's micro-batches (their rows, concatenated)."""
+        temperature = self.model_config.generation.temperature
+        with torch.no_grad():
+            lps = [self.model.response_logprobs(*full_sequence(mb), temperature) *
+                   mb["response_mask"] for mb in (data if isinstance(data, list) else [data])]
+        return {"proximal_logprobs": torch.cat(lps)}
+
+
+class PolicyTrainer(_PolicyTrainer):
     def train_step(self, data, iteration):
         # Whiten advantages over the whole global batch, then split back into micro-batches.
         adv = ppo.whiten_advantages(torch.cat([mb["advantages"] for mb in data]),
@@ -196,12 +212,16 @@ class PolicyTrainer(_Trainer):
         for mb, a in zip(data, adv.split(sizes)):
             mb["whitened_advantages"] = a
         temperature = self.model_config.generation.temperature
+        # Stale samples (runtime_args.max_staleness >= 1) get runtime_args.off_policy's
+        # correction; fresh ones the plain PPO loss, bit for bit.
+        version = off_policy.trainer_version(self, iteration)
 
         def loss_fn(mb):
             tokens, mask, p = full_sequence(mb)
             lp = self.model.response_logprobs(tokens, mask, p, temperature)
-            return ppo.policy_loss(lp, mb["logprobs"], mb["whitened_advantages"],
-                                   mb["response_mask"].float(), self.typed_args.clip_eps)
+            return off_policy.correct_policy_loss(
+                lp, mb, mb["whitened_advantages"], mb["response_mask"].float(),
+                self.typed_args.clip_eps, self.runtime_args.off_policy, version)
 
         return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)
 
