@@ -127,7 +127,8 @@ def test_bad_inputs_name_the_estimator_and_argument():
         compute_advantages("grpo", torch.ones(6), m, group_size=2, std="sample")
     with pytest.raises(AlgorithmError, match=r"'grpo': rewards must be \[B\] sequence scores or \[B, T\]"):
         compute_advantages("grpo", torch.ones(5), m, group_size=1)
-    with pytest.raises(AlgorithmError, match=r"'gae': values must have the mask's shape \(6, 2\), got \(6, 3\)"):
+    shape = r"'gae': values must have the mask's shape \(6, 2\), got \(6, 3\)"
+    with pytest.raises(AlgorithmError, match=shape):
         compute_advantages("gae", torch.ones(6), m, values=torch.ones(6, 3))
     with pytest.raises(AlgorithmError, match="group_size must be a positive int, got True"):
         compute_advantages("dr_grpo", torch.ones(6), m, group_size=True)

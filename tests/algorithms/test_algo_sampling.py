@@ -59,7 +59,8 @@ def test_refill_gives_up_after_max_batches():
     refill = GroupRefill(target_groups=2, group_size=2, max_batches=2)
     for _ in range(2):
         refill.add(gen_batch(0, 4, 2), torch.ones(4))
-    with pytest.raises(AlgorithmError, match="2 generation batches \\(max_batches=2\\) gave only 0 of 2 groups"):
+    gave_up = r"2 generation batches \(max_batches=2\) gave only 0 of 2 groups"
+    with pytest.raises(AlgorithmError, match=gave_up):
         refill.add(gen_batch(0, 4, 2), torch.ones(4))
     with pytest.raises(AlgorithmError, match="GroupRefill.take: only 0 of 2 groups collected"):
         refill.take()
