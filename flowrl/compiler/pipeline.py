@@ -96,23 +96,40 @@ def _schedule(ctx: PlanContext) -> dict[str, Any]:
 ADVISED_STRATEGY = "disaggregate"
 
 
+def _stage_groups(ctx: PlanContext) -> list[list[str]]:
+    """Colocation groups that keep each stage's models together: the rollout flow's models
+    and the train flow's (models called in both stay with the rollout)."""
+    ro = ctx.graphs["rollout"].models()
+    tr = [m for m in ctx.graphs["train"].models() if m not in ro]
+    return [g for g in (ro, tr) if len(g) > 1]
+
+
 def _advice(ctx: PlanContext, plan: PipelinePlan) -> PipelinePlan:
-    """``plan`` with, when its stages share devices, what a disaggregated placement would
-    predict (compiled with the same passes), or a note saying why there is none."""
-    try:
-        alt = replace(ctx, strategy=ADVISED_STRATEGY, meshes=None)
-        alt = run_passes(alt, [PLACEMENT] + SCORING_PASSES)
-    except FlowRLError as e:
-        return replace(plan, notes=plan.notes + (
-            f"no {ADVISED_STRATEGY} placement fits cluster '{ctx.cluster.name}': "
-            f"{str(e).splitlines()[0]}",))
-    other = alt.timed.pipeline
-    if other is None or not other.overlap:
-        return replace(plan, notes=plan.notes + (
-            f"a {ADVISED_STRATEGY} placement still shares devices on this cluster",))
+    """``plan`` with, when its stages share devices, the best disaggregated placement that
+    overlaps them (compiled with the same passes; first with the config's colocation, then
+    with one group per stage), or notes saying why there is none."""
+    notes, best = list(plan.notes), None
+    for groups in (ctx.colocation, (ctx.colocation or []) + _stage_groups(ctx)):
+        try:
+            alt = replace(ctx, strategy=ADVISED_STRATEGY, colocation=groups, meshes=None)
+            # resources again: it forms the placement units from the colocation groups
+            other = run_passes(alt, [RESOURCES, PLACEMENT] + SCORING_PASSES).timed.pipeline
+        except FlowRLError as e:
+            notes.append(f"no {ADVISED_STRATEGY} placement fits cluster "
+                         f"'{ctx.cluster.name}': {str(e).splitlines()[0]}")
+            continue
+        if not other.overlap:
+            notes.append(f"a {ADVISED_STRATEGY} placement still shares devices "
+                         f"{list(other.shared_devices)}")
+        elif best is None or other.steady_state_time < best[0].steady_state_time:
+            best = (other, tuple(tuple(g) for g in groups or ()))
+    if best is None:
+        return replace(plan, notes=tuple(notes))
+    other, groups = best
     return replace(plan, suggestion=Suggestion(
         ADVISED_STRATEGY, other.steady_state_time,
-        plan.steady_state_time / other.steady_state_time if other.steady_state_time else 1.0))
+        plan.steady_state_time / other.steady_state_time if other.steady_state_time else 1.0,
+        groups))
 
 
 def _pipeline(ctx: PlanContext) -> dict[str, Any]:

@@ -52,19 +52,22 @@ class Stage:
 
 @dataclass(frozen=True)
 class Suggestion:
-    """A placement that would overlap the stages, with its predicted steady state."""
+    """A placement that would overlap the stages, with its predicted steady state
+    (``colocation``: the colocation groups it assumes, empty for the config's own)."""
 
     strategy: str
     steady_state_time: float
     speedup: float
+    colocation: tuple[tuple[str, ...], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "steady_state_time": self.steady_state_time,
-                "speedup": self.speedup}
+                "speedup": self.speedup, "colocation": [list(g) for g in self.colocation]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Suggestion":
-        return cls(d["strategy"], float(d["steady_state_time"]), float(d["speedup"]))
+        return cls(d["strategy"], float(d["steady_state_time"]), float(d["speedup"]),
+                   tuple(tuple(g) for g in d.get("colocation", ())))
 
 
 @dataclass(frozen=True)

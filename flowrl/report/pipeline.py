@@ -86,6 +86,7 @@ def overlap_warning(plan: PipelinePlan) -> str | None:
         return f"{msg}; {reason}"
     slower = " (slower on this cluster)" if sug.steady_state_time > plan.steady_state_time \
         else ""
-    return (f"{msg}; a disaggregated placement (e.g. --strategy {sug.strategy}) would overlap "
-            f"them, predicted {plan.steady_state_time:.3g} s -> "
+    groups = "".join(f", colocation_group [{', '.join(g)}]" for g in sug.colocation)
+    return (f"{msg}; a disaggregated placement (e.g. --strategy {sug.strategy}{groups}) would "
+            f"overlap them, predicted {plan.steady_state_time:.3g} s -> "
             f"{sug.steady_state_time:.3g} s per episode{slower}")

@@ -84,11 +84,31 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _merge_per_micro_batch(call: CallNode, parts: list[tuple[str, Any]]) -> list | None:
+    """A train step's micro-batch list merged with the outputs of calls that map it (e.g.
+    the ``proximal_logprobs`` call the compiler's ``decoupled`` pass inserts): each such
+    output holds one value per micro-batch under every key. ``None`` when not that case."""
+    lists = [v for _, v in parts if isinstance(v, list)]
+    if len(lists) != 1 or not all(isinstance(mb, dict) for mb in lists[0]):
+        return None
+    n = len(lists[0])
+    if not all(isinstance(v, list) or (isinstance(v, dict) and all(
+            isinstance(x, (list, tuple)) and len(x) == n for x in v.values()))
+            for _, v in parts):
+        return None
+    return [merge_inputs(call, [(s, v[i] if isinstance(v, list) else
+                                 {k: x[i] for k, x in v.items()}) for s, v in parts])
+            for i in range(n)]
+
+
 def merge_inputs(call: CallNode, parts: list[tuple[str, Any]]) -> Any:
     """The data a call receives from its sources (``(source id, value)``, in ``call.inputs``
     order): a single source's value as is, several sources' dicts merged into one batch."""
     if len(parts) == 1:
         return parts[0][1]
+    per_mb = _merge_per_micro_batch(call, parts)
+    if per_mb is not None:
+        return per_mb
     if any(not isinstance(v, dict) for _, v in parts):
         raise StageError(
             f"{call.id} at {call.source} takes several inputs, so each must be a dict; got "
