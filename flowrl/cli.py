@@ -36,8 +36,8 @@ TRAINERS = ("ppo_policy", "ppo_value")
 def ppo_engine_from_config(config: str | Path | dict) -> Any:
     """An ``RLHFEngine`` over placeholder modules named after the config's six models.
 
-    The placeholders implement ``forward_step`` (and ``train_step`` for the two trainers)
-    only so the flows can be traced; calling them raises.
+    The placeholders implement ``forward_step`` (and ``train_step`` and ``proximal_logprobs``
+    for the two trainers) only so the flows can be traced; calling them raises.
     """
     import flowrl
     from flowrl.models.base import BaseModule
@@ -50,6 +50,9 @@ def ppo_engine_from_config(config: str | Path | dict) -> Any:
 
     class PlanTrainer(PlanModule):
         def train_step(self, data, iteration):
+            raise FlowRLError(f"'{self.name}' is a planning placeholder and cannot run")
+
+        def proximal_logprobs(self, data, iteration=0):  # planned for correction: decoupled
             raise FlowRLError(f"'{self.name}' is a planning placeholder and cannot run")
 
     cfg = flowrl.init(config)
