@@ -195,12 +195,12 @@ class _PolicyTrainer(_Trainer):
     def proximal_logprobs(self, data, iteration=0):
         """Log-probs of the responses under the current weights, before this step's update
         (decoupled PPO's proximal policy; the compiler calls it before ``train_step``).
-        ``data``: a batch, or the train step's micro-batches (their rows, concatenated)."""
+        ``data``: a batch, or the train step's micro-batches (then one tensor per micro-batch)."""
         temperature = self.model_config.generation.temperature
         with torch.no_grad():
             lps = [self.model.response_logprobs(*full_sequence(mb), temperature) *
                    mb["response_mask"] for mb in (data if isinstance(data, list) else [data])]
-        return {"proximal_logprobs": torch.cat(lps)}
+        return {"proximal_logprobs": lps if isinstance(data, list) else lps[0]}
 
 
 class PolicyTrainer(_PolicyTrainer):

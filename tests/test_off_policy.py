@@ -198,3 +198,54 @@ def test_trainer_version():
     assert op.trainer_version(SimpleNamespace(weight_version=7, runtime_args=args), 0) == 7
     # 2 epochs x 64 / 32 = 4 steps per episode: step 9 is in episode 2 (0-based).
     assert op.trainer_version(SimpleNamespace(runtime_args=args), 9) == 2
+
+
+# ---- the built-in trainers (tests/fixtures) in a run ------------------------------------------
+def _ppo_rows(**runtime_args):
+    import copy
+
+    from ppo_setup import TINY_PPO, build_ppo
+
+    cfg = copy.deepcopy(TINY_PPO)
+    cfg["runtime_args"].update(num_episode=3, **runtime_args)
+    engine, mods = build_ppo(cfg)
+    return engine.learn(), mods
+
+
+@pytest.mark.parametrize("correction", ["tis", "decoupled"])
+def test_ppo_trainer_corrects_stale_batches_and_logs_the_metrics(correction):
+    rows, _ = _ppo_rows(max_staleness=1, off_policy={"correction": correction})
+    keys = [f"ppo_policy/{k}" for k in op.METRIC_KEYS]
+    assert not any(k in rows[0] for k in keys)  # episode 1 trains version-0 samples: fresh
+    for row in rows[1:]:
+        assert row["staleness/max"] == 1.0
+        assert row["ppo_policy/off_policy/is_weight_min"] <= 1.0 <= \
+            row["ppo_policy/off_policy/is_weight_max"] < 2.0
+        assert 0.0 <= row["ppo_policy/off_policy/clipped_frac"] <= 1.0
+
+
+def test_synchronous_run_reports_no_off_policy_metrics():
+    rows, _ = _ppo_rows()
+    assert not [k for row in rows for k in row if "off_policy" in k]
+
+
+def test_proximal_logprobs_are_the_trainers_current_logprobs():
+    from ppo_setup import TINY_PPO, build_ppo
+
+    from fixtures.tiny_ppo import full_sequence
+
+    _, mods = build_ppo(TINY_PPO)
+    trainer = mods["ppo_policy"]
+    trainer.ensure_setup()
+    g = torch.Generator().manual_seed(0)
+    mbs = [{"prompt": torch.randint(3, 40, (2, 8), generator=g),
+            "prompt_mask": torch.ones(2, 8, dtype=torch.long),
+            "response": torch.randint(3, 40, (2, 4), generator=g),
+            "response_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])} for _ in range(2)]
+    out = trainer.proximal_logprobs(mbs, 0)["proximal_logprobs"]
+    assert isinstance(out, list) and len(out) == 2  # one tensor per micro-batch
+    for mb, lp in zip(mbs, out):
+        want = trainer.model.response_logprobs(*full_sequence(mb), 1.0) * mb["response_mask"]
+        assert torch.equal(lp, want.detach()) and not lp.requires_grad
+        assert (lp[mb["response_mask"] == 0] == 0).all()
+    assert torch.equal(trainer.proximal_logprobs(mbs[1], 0)["proximal_logprobs"], out[1])
