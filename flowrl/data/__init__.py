@@ -6,10 +6,11 @@
 tokenizer's chat template, and an eval split (a file, a split, or a seeded fraction).
 """
 
-from flowrl.data.config import CANONICAL, REQUIRED, DataConfig
+from flowrl.data.config import CANONICAL, REQUIRED, DataConfig, parse_data_config
 from flowrl.data.formats import DataFileError, read_rows
 from flowrl.data.load import DataSplits, load_dataset_spec, split_eval
 from flowrl.data.records import apply_chat_template
 
 __all__ = ["DataConfig", "DataSplits", "DataFileError", "CANONICAL", "REQUIRED",
-           "load_dataset_spec", "read_rows", "split_eval", "apply_chat_template"]
+           "load_dataset_spec", "read_rows", "split_eval", "apply_chat_template",
+           "parse_data_config"]

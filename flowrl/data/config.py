@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flowrl.config.sections import validate_section
 
 #: Column names flowrl's algorithms read; every other column is passed through unchanged
 #: (reward functions get them as keyword arguments).
@@ -56,11 +58,11 @@ class DataConfig(BaseModel):
         for user, target in columns.items():
             if target not in CANONICAL:
                 hint = difflib.get_close_matches(target, CANONICAL, n=1)
-                raise ValueError(f"columns.{user}: '{target}' is not a flowrl column"
+                raise ValueError(f"'{target}' (for your column '{user}') is not a flowrl column"
                                  + (f"; did you mean '{hint[0]}'?" if hint else "")
                                  + f" (known: {', '.join(CANONICAL)})")
             if target in seen:
-                raise ValueError(f"columns: '{seen[target]}' and '{user}' are both mapped to "
+                raise ValueError(f"'{seen[target]}' and '{user}' are both mapped to "
                                  f"'{target}'")
             seen[target] = user
         return columns
@@ -72,3 +74,9 @@ class DataConfig(BaseModel):
         if len(given) > 1:
             raise ValueError(f"give at most one eval source; got {' and '.join(given)}")
         return self
+
+
+def parse_data_config(data: Any) -> DataConfig:
+    """The ``data:`` section as a :class:`DataConfig`; errors are ``ConfigError``s naming
+    ``data.<field>``."""
+    return validate_section(DataConfig, data, "data")

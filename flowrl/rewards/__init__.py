@@ -7,7 +7,7 @@
 """
 
 from flowrl.rewards.calling import RewardCallError, check_scores
-from flowrl.rewards.config import RewardConfig
+from flowrl.rewards.config import RewardConfig, parse_reward_config
 from flowrl.rewards.decode import TokenizerTypeError, decode_completions
 from flowrl.rewards.loading import (
     RewardFunctionError, RewardFunctionRef, load_reward_function, resolve_reward_spec)
@@ -16,5 +16,5 @@ from flowrl.rewards.pool import RewardInputError, RewardPool, RewardResult
 __all__ = [
     "RewardConfig", "RewardPool", "RewardResult", "RewardFunctionRef", "RewardFunctionError",
     "RewardCallError", "RewardInputError", "TokenizerTypeError", "load_reward_function",
-    "resolve_reward_spec", "check_scores", "decode_completions",
+    "resolve_reward_spec", "check_scores", "decode_completions", "parse_reward_config",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from flowrl.config.sections import validate_section
 
 #: How calls run. ``process``: a pool of spawned worker processes; a call past its timeout has
 #: its worker killed and replaced (the only mode that can stop a hung function). ``thread``:
@@ -32,3 +34,9 @@ class RewardConfig(BaseModel):
     call_batch_size: int | None = Field(
         None, ge=1, description="samples per call; default: the batch split evenly over "
                                 "the workers")
+
+
+def parse_reward_config(data: Any) -> RewardConfig:
+    """The ``reward:`` section as a :class:`RewardConfig`; errors are ``ConfigError``s naming
+    ``reward.<field>``."""
+    return validate_section(RewardConfig, data, "reward")

@@ -51,7 +51,8 @@ class ProcessPool:
         return ProcessWorker(self.target, self._count)
 
     def _await_starting(self, deadline: float) -> None:
-        ready = wait([w.conn for w in self._starting], timeout=max(0.0, deadline - time.monotonic()))
+        left = max(0.0, deadline - time.monotonic())
+        ready = wait([w.conn for w in self._starting], timeout=left)
         if not ready:
             raise RewardFunctionError(f"reward function {self.spec!r}: a worker process did "
                                       f"not start within {STARTUP_TIMEOUT_S:.0f}s")
