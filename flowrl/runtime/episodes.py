@@ -29,7 +29,6 @@ hidden behind training), and ``time/rollout_wait_s`` what the loop waited for ro
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,8 +72,6 @@ class EpisodeRunner:
         self.args = config.runtime_args
         #: the episode's shape: role order, rollout runs, syncs (read here, not re-derived)
         self.spec = episode_spec(self.args, has_eval=evaluate is not None)
-        if self.spec.max_staleness != self.args.max_staleness:  # a spec built without it
-            self.spec = replace(self.spec, max_staleness=self.args.max_staleness)
         self.buffer = ReplayBuffer()
         #: rollouts generated ahead: episode -> (tagged samples, their rollout metrics)
         self.queue = RolloutQueue(self.spec.max_staleness)
