@@ -91,7 +91,13 @@ def test_the_cap():
     loss, m = op.correct_policy_loss(lp, batch, adv, MASK, 0.2,
                                      OffPolicyArgs(correction="decoupled", is_cap=5.0), 4)
     assert loss.item() == pytest.approx((-1.65 + 4.0 * 1.6) / 2)  # w = 4, not truncated
-    assert op.truncated_ratio(torch.tensor([0.5, 2.0, 8.0]), 2.0).tolist() == [0.5, 2.0, 2.0]
+    # log-ratio 100: exp overflows fp32, the truncated ratio does not.
+    log_r = torch.tensor([math.log(0.5), math.log(2.0), math.log(8.0), 100.0],
+                         requires_grad=True)
+    r = op.truncated_ratio(log_r, 2.0)
+    assert r.tolist() == pytest.approx([0.5, 2.0, 2.0, 2.0], rel=1e-5)
+    r.sum().backward()
+    assert log_r.grad.tolist() == pytest.approx([0.5, 2.0, 2.0, 2.0], rel=1e-5)  # min(r, C)
 
 
 def test_masked_tokens_are_ignored():
@@ -222,6 +228,20 @@ def test_ppo_trainer_corrects_stale_batches_and_logs_the_metrics(correction):
         assert row["ppo_policy/off_policy/is_weight_min"] <= 1.0 <= \
             row["ppo_policy/off_policy/is_weight_max"] < 2.0
         assert 0.0 <= row["ppo_policy/off_policy/clipped_frac"] <= 1.0
+
+
+@pytest.mark.parametrize("correction", ["tis", "decoupled"])
+def test_grpo_trainer_corrects_stale_batches(correction):
+    from tiny_engines import TINY_GRPO, build_grpo, config
+
+    cfg = config(TINY_GRPO, max_staleness=2, off_policy={"correction": correction})
+    rows = build_grpo(cfg, with_evaluator=False).learn()
+    assert [r["staleness/max"] for r in rows] == [0.0, 1.0, 2.0]
+    assert "grpo_policy/off_policy/is_weight_mean" not in rows[0]
+    for row in rows[1:]:
+        assert 0.0 < row["grpo_policy/off_policy/is_weight_min"] <= \
+            row["grpo_policy/off_policy/is_weight_mean"] <= \
+            row["grpo_policy/off_policy/is_weight_max"]
 
 
 def test_synchronous_run_reports_no_off_policy_metrics():

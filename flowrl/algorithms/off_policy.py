@@ -38,6 +38,7 @@ samples.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -86,10 +87,12 @@ def plain_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> PolicyR
     return PolicyRatio(log_ratio, torch.exp(log_ratio))
 
 
-def truncated_ratio(ratio: Tensor, cap: float) -> Tensor:
-    """``ratio * sg(min(1, cap / ratio))``: ``min(ratio, cap)`` in value, gradient
-    ``min(ratio, cap) * grad log ratio``; untouched (bit for bit) where ``ratio <= cap``."""
-    return ratio * (cap / ratio.detach()).clamp(max=1.0)
+def truncated_ratio(log_ratio: Tensor, cap: float) -> Tensor:
+    """``exp(log_ratio - sg(max(0, log_ratio - log cap)))``, i.e. ``r * sg(min(1, cap / r))``:
+    ``min(r, cap)`` in value, gradient ``min(r, cap) * grad log_ratio``; exactly ``exp(
+    log_ratio)`` where ``r <= cap``, and finite where ``exp(log_ratio)`` would overflow."""
+    excess = (log_ratio.detach() - math.log(cap)).clamp(min=0.0)
+    return torch.exp(log_ratio - excess)
 
 
 def is_weight_stats(weight: Tensor, mask: Tensor, cap: float) -> dict[str, Tensor]:
@@ -116,7 +119,7 @@ def tis_ratio(logprobs: Tensor, behaviour_logprobs: Tensor, mask: Tensor, cap: f
     """Truncated importance sampling: the ratio ``exp(lp - b)`` truncated at ``cap`` (see
     :func:`truncated_ratio`) on the ``rows`` ([B] bool; default all) that are stale."""
     plain = plain_ratio(logprobs, behaviour_logprobs, mask)
-    truncated = truncated_ratio(plain.ratio, cap)
+    truncated = truncated_ratio(plain.log_ratio, cap)
     ratio = truncated if rows is None else torch.where(rows[:, None], truncated, plain.ratio)
     stats = is_weight_stats(plain.ratio, _stale_tokens(mask, rows), cap)
     return PolicyRatio(plain.log_ratio, ratio, None, stats)
