@@ -35,8 +35,9 @@ def example_config(name: str, episodes: int | None, k: int) -> dict:
     writing nothing."""
     cfg = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
     args = cfg["runtime_args"]
-    args.update(num_episode=episodes or args["num_episode"], max_staleness=k, output_dir=None, new_run_dir=False,
-                progress=False, eval_episode_interval=0, enable_eval_before_training=False)
+    args.update(num_episode=episodes or args["num_episode"], max_staleness=k, output_dir=None,
+                new_run_dir=False, progress=False, eval_episode_interval=0,
+                enable_eval_before_training=False)
     return copy.deepcopy(cfg)
 
 
