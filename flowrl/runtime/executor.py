@@ -111,6 +111,7 @@ class LocalExecutor:
 
     def setup(self) -> None:
         setup_modules(self.modules)
+        self.set_weight_version(0)  # modules reused from an earlier engine start over
 
     def check_sync_pairs(self, pairs: list[tuple[str, str]]) -> None:
         """Right after setup: every sync pair has weights of the same names and shapes (an

@@ -189,6 +189,7 @@ class RayExecutor:
         for g, r, ref in setups:
             self._get(ref, f"setup of {'/'.join(g.models)} replica {r}")
         self._record_nodes()
+        self.set_weight_version(0)  # modules pickled from an engine that ran start over
 
     def _reserve(self, g: WorkerGroup, placement_group: Any) -> Any:
         """The group's placement group, ready; a bounded wait, then an error naming models."""
