@@ -63,7 +63,10 @@ class ProcessPool:
         try:
             kind, value = w.conn.recv()
         except (EOFError, OSError):
-            kind, value = "load_error", f"the process died ({w.describe_exit()})"
+            kind, value = "load_error", (
+                f"the process died ({w.describe_exit()}; its error is on stderr). A script "
+                f"that starts a RewardPool must do so under `if __name__ == \"__main__\":`, "
+                f"since spawned workers re-import it")
         if kind != "ready":
             raise RewardFunctionError(f"reward function {self.spec!r}: loading it in a worker "
                                       f"process failed: {value}")
@@ -80,14 +83,19 @@ class ProcessPool:
         out: list[Outcome | None] = [None] * len(payloads)
         pending = deque(range(len(payloads)))
         busy: dict[ProcessWorker, tuple[int, float]] = {}
-        while pending or busy:
-            self._dispatch(payloads, pending, busy, out)
-            if not busy and not pending:
-                break
-            if not busy:  # only replacements starting: wait for one, bounded
-                self._await_starting(time.monotonic() + STARTUP_TIMEOUT_S)
-                continue
-            self._collect(busy, out)
+        try:
+            while pending or busy:
+                self._dispatch(payloads, pending, busy, out)
+                if not busy and not pending:
+                    break
+                if not busy:  # only replacements starting: wait for one, bounded
+                    self._await_starting(time.monotonic() + STARTUP_TIMEOUT_S)
+                    continue
+                self._collect(busy, out)
+        except BaseException:  # Ctrl-C or a failed replacement: no call keeps running
+            for w in list(busy):
+                self._replace(w)
+            raise
         return out  # type: ignore[return-value]
 
     def _dispatch(self, payloads, pending, busy, out) -> None:
@@ -133,7 +141,12 @@ class ProcessPool:
                 self._replace(w)
 
     def close(self) -> None:
-        """Stop every worker (idempotent)."""
-        for w in self._idle + self._starting:
-            w.close()
+        """Stop every worker (idempotent): ask all, give them a second, kill the rest."""
+        workers = self._idle + self._starting
+        for w in workers:
+            w.request_stop()
+        deadline = time.monotonic() + 1.0
+        for w in workers:
+            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            w.kill()
         self._idle, self._starting = [], []

@@ -77,11 +77,9 @@ class ProcessWorker:
         self.proc.join(timeout=5)
         self.conn.close()
 
-    def close(self) -> None:
-        """Ask the worker to stop; kill it if it does not within a second."""
+    def request_stop(self) -> None:
+        """Ask the worker to stop after its current call (no waiting)."""
         try:
             self.conn.send(None)
         except (OSError, ValueError):
             pass
-        self.proc.join(timeout=1)
-        self.kill()

@@ -4,13 +4,14 @@ in process, thread and inline mode. A failure scores error_score for its call's 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 
 import pytest
 from pydantic import ValidationError
 
-from flowrl.rewards import RewardConfig, RewardInputError, RewardPool
+from flowrl.rewards import RewardConfig, RewardFunctionError, RewardInputError, RewardPool
 from rewards.reward_files import write_rewards
 
 METRIC_KEYS = {"reward/calls", "reward/errors", "reward/timeouts", "reward/failed_samples",
@@ -148,3 +149,19 @@ def test_config_is_typed():
         RewardConfig(function="r.py:f", mode="fork")
     with pytest.raises(ValidationError, match="num_wokers"):
         RewardConfig(function="r.py:f", num_wokers=2)
+
+
+def test_a_function_that_loads_here_but_not_in_a_worker_fails_at_construction(tmp_path):
+    (tmp_path / "parent_only.py").write_text(
+        "import multiprocessing\n"
+        "if multiprocessing.parent_process() is not None:\n"
+        "    raise RuntimeError('needs the training process')\n"
+        "def score(prompts, completions, **kw):\n    return [0.0] * len(completions)\n")
+    cfg = RewardConfig(function="parent_only.py:score", num_workers=1)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(RewardFunctionError) as err:
+        RewardPool(cfg, base_dir=tmp_path)
+    msg = str(err.value)
+    assert "reward function 'parent_only.py:score': loading it in a worker process failed" in msg
+    assert "RuntimeError: needs the training process" in msg
+    assert set(multiprocessing.active_children()) <= before  # nothing left running
