@@ -95,7 +95,7 @@ class GRPOTrainer(_PolicyTrainer):
 
     def train_step(self, data, iteration):
         a, temperature = self.typed_args, self.model_config.generation.temperature
-        version = off_policy.trainer_version(self, iteration)  # stale samples get corrected
+        version = off_policy.trainer_version(self, iteration, data)  # corrects stale samples
 
         def loss_fn(mb):
             tokens, mask, p = full_sequence(mb)

@@ -214,7 +214,7 @@ class PolicyTrainer(_PolicyTrainer):
         temperature = self.model_config.generation.temperature
         # Stale samples (runtime_args.max_staleness >= 1) get runtime_args.off_policy's
         # correction; fresh ones the plain PPO loss, bit for bit.
-        version = off_policy.trainer_version(self, iteration)
+        version = off_policy.trainer_version(self, iteration, data)
 
         def loss_fn(mb):
             tokens, mask, p = full_sequence(mb)

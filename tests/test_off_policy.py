@@ -204,6 +204,11 @@ def test_trainer_version():
     assert op.trainer_version(SimpleNamespace(weight_version=7, runtime_args=args), 0) == 7
     # 2 epochs x 64 / 32 = 4 steps per episode: step 9 is in episode 2 (0-based).
     assert op.trainer_version(SimpleNamespace(runtime_args=args), 9) == 2
+    # Never behind its samples' weights (skipped rollouts: fewer steps than the formula).
+    mbs = [{"weight_version": torch.tensor([3, 3])}, {"weight_version": torch.tensor([3, 2])}]
+    assert op.trainer_version(SimpleNamespace(runtime_args=args), 9, mbs) == 3
+    assert op.trainer_version(SimpleNamespace(runtime_args=args), 9, mbs[1]) == 3
+    assert op.trainer_version(SimpleNamespace(runtime_args=args), 13, mbs) == 3
 
 
 # ---- the built-in trainers (tests/fixtures) in a run ------------------------------------------

@@ -222,18 +222,25 @@ def correct_policy_loss(logprobs: Tensor, batch: Mapping[str, Any], advantages: 
     return surrogate_loss(pr, adv.to(logprobs.dtype), mask, clip_eps)
 
 
-def trainer_version(module: Any, iteration: int) -> int:
+def trainer_version(module: Any, iteration: int, data: Any = None) -> int:
     """The weight version a trainer holds in train step ``iteration``: its episode ``e`` (the
     trainer's weights before episode ``e``'s updates are what the ``e``-th sync published).
 
-    ``module.weight_version`` when the runtime recorded it; otherwise derived from the
-    0-based train-step counter: ``iteration // steps_per_episode`` with
-    ``steps_per_episode = num_training_epoch * sample_per_episode / train_global_batch_size``
-    from ``module.runtime_args`` (exact unless ``on_nonfinite: skip_batch`` dropped rollouts).
+    ``module.weight_version`` when the runtime recorded it. Otherwise derived from the
+    0-based train-step counter, ``iteration // steps_per_episode`` with ``steps_per_episode =
+    num_training_epoch * sample_per_episode / train_global_batch_size`` (``module.
+    runtime_args``), and never below the newest ``weight_version`` in ``data`` (the step's
+    micro-batches or batch): a trainer is never behind the weights that generated its
+    samples. That keeps a synchronous run's batches fresh even when ``on_nonfinite:
+    skip_batch`` dropped rollouts (fewer steps than the formula counts).
     """
     recorded = getattr(module, VERSION_KEY, None)  # set by the runtime on sync
     if recorded is not None:
         return int(recorded)
     a = module.runtime_args
     steps = a.num_training_epoch * (a.sample_per_episode // a.train_global_batch_size)
-    return iteration // max(steps, 1)
+    parts = data if isinstance(data, list) else [data] if data is not None else []
+    newest = [int(p[VERSION_KEY].max()) for p in parts
+              if isinstance(p, Mapping) and isinstance(p.get(VERSION_KEY), Tensor)
+              and p[VERSION_KEY].numel()]
+    return max([iteration // max(steps, 1), *newest])
