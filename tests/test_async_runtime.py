@@ -199,3 +199,20 @@ def test_ray_equals_local_at_k1(tmp_path):
         ray.shutdown()
     assert comparable(remote) == comparable(local)
     _same_tensors(states, local_engine.executor.module_states())
+
+
+def test_learning_past_the_configured_episodes_keeps_the_bound():
+    """learn(num_episode=...) beyond runtime_args.num_episode: the pipeline was filled for
+    the configured episodes, so the next rollout is generated late, by the current weights."""
+    engine = build_ppo(config(TINY_PPO, num_episode=2, max_staleness=1))[0]
+    seen = _record_trained_versions(engine)
+    engine.learn()
+    rows = engine.learn(num_episode=4)
+    assert [r["episode"] for r in rows] == [3, 4]
+    assert [(e, set(v)) for e, v in seen] == [(0, {0}), (0, {0}), (1, {0}), (1, {0}),
+                                              (2, {2}), (2, {2}), (3, {2}), (3, {2})]
+    assert [r["staleness/max"] for r in engine.history] == [0.0, 1.0, 0.0, 1.0]
+
+    one_call = build_ppo(config(TINY_PPO, num_episode=2, max_staleness=1))[0]
+    one_call.learn(num_episode=4)  # one call: the pipeline is filled for 4 episodes
+    assert [r["staleness/max"] for r in one_call.history] == [0.0, 1.0, 1.0, 1.0]
