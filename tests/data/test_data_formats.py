@@ -4,6 +4,7 @@ typed section. Column mapping and chat templates: test_data_columns.py."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -146,3 +147,10 @@ def test_without_pyarrow_the_error_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match="reading Parquet data needs 'pyarrow', which is "
                                                 "not installed: pip install 'flowrl\\[data\\]'"):
         load_dataset_spec(DataConfig(path="t.parquet"), tmp_path)
+
+
+def test_importing_data_and_rewards_loads_no_optional_library():
+    code = ("import sys, flowrl.data, flowrl.rewards; print([m for m in ('datasets', 'pyarrow', "
+            "'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
