@@ -1,0 +1,298 @@
+"""Asynchronous overlap: synchronous colocated vs ``max_staleness: 1`` disaggregated, on Ray
+with two virtual devices (``cluster: local:2``), in one run, next to the compiler's
+prediction.
+
+    python benchmarks/async_overlap.py [--episodes 10] [--repeats 3] [--target-s 0.25] [--hf]
+
+The flow is one inference model ``gen`` and its trainer ``trainer`` (the same MLP, synced
+after each episode). Both do real torch work of a fixed size, so their cost is deterministic:
+``gen.forward_step`` runs ``gen_steps`` forward passes of the batch (like decoding),
+``trainer.train_step`` ``train_steps`` forward+backward passes per micro-batch. Before timing,
+the script measures one pass of each in this process and picks the step counts so that
+rollout and train each take about ``--target-s`` seconds per episode.
+
+* **synchronous colocated** (``strategy: colocate``, ``max_staleness: 0``): both models on
+  device 0, one Ray worker process: rollout, train and sync take turns.
+* **k = 1 disaggregated** (``strategy: disaggregate``, ``max_staleness: 1``): ``gen`` on
+  device 0, ``trainer`` on device 1 (a worker process each, one torch thread each): the
+  rollout of episode ``e + 1`` runs while episode ``e`` trains.
+
+Ray maps each virtual device to one bundle of the custom resource ``flowrl_device`` (the
+actors ask for no CPUs), so the two worker processes run on the machine's two cores.
+Throughput is episodes per second in the steady state: one over the median
+``time/episode_s`` of the episodes after the first (pipeline fill) and before the last
+(nothing left to roll out ahead). Runs alternate (sync, async, sync, async, ...).
+
+Prediction: **profile-guided** (:mod:`flowrl.compiler.profile`): the op times measured in
+the first synchronous run (``op_profile.jsonl``) replace the cost model's, the colocated
+``k = 0`` and the disaggregated ``k = 1`` schedules are compiled with them, and the predicted
+ratio is the colocated iteration time over the pipelined steady state. The purely analytic
+ratio (the cost model's rough CPU speeds) is printed too.
+
+``--hf``: also GRPO on a tiny Hugging Face Llama, local synchronous vs Ray ``k = 1``
+disaggregated (:mod:`async_overlap_hf`; needs ``flowrl[hf]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+import flowrl
+from flowrl import Engine, TorchModule, flow
+from flowrl.runtime.ray_cluster import DEVICE_RESOURCE
+
+HIDDEN, BATCH, LAYERS = 256, 32, 4
+
+
+class _Data(torch.utils.data.Dataset):
+    collate_fn = None
+
+    def __init__(self, prompts):
+        self.xs = [torch.full((HIDDEN,), float(p)) for p in prompts]
+
+    def __len__(self):
+        return len(self.xs)
+
+    def __getitem__(self, i):
+        return {"x": self.xs[i]}
+
+
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(LAYERS):
+        layers += [torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.Tanh()]
+    return torch.nn.Sequential(*layers)
+
+
+class Gen(TorchModule):
+    """Inference: ``gen_steps`` forward passes of the batch (a fixed amount of work)."""
+
+    def setup(self):
+        torch.set_num_threads(1)  # one core per virtual device
+        self.model = _mlp()
+
+    def build_dataset(self, prompts, is_eval=False):
+        return _Data(prompts)
+
+    def forward_step(self, data, iteration=0):
+        h = data["x"]
+        with torch.no_grad():
+            for _ in range(self.model_args["gen_steps"]):
+                h = self.model(h)
+        return {"x": data["x"], "h": h}
+
+
+class Trainer(TorchModule):
+    """Training: ``train_steps`` forward+backward passes per micro-batch, one SGD step."""
+
+    def setup(self):
+        torch.set_num_threads(1)
+        self.model = _mlp()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4)
+
+    def train_step(self, data, iteration):
+        def loss_fn(mb):
+            loss = 0.0
+            for _ in range(self.model_args["train_steps"]):
+                loss = loss + (self.model(mb["x"]) - mb["h"]).pow(2).mean()
+            return loss, {}
+        return self.train_micro_batches(data, loss_fn)
+
+
+GEN, TRAINER = Gen("gen"), Trainer("trainer")
+
+
+@flow
+def rollout(batch):
+    return GEN.forward_step(batch)
+
+
+@flow
+def train(batch):
+    TRAINER.train_step(batch)
+
+
+def config(episodes: int, gen_steps: int, train_steps: int, out: str) -> dict:
+    """The shared config; the two variants differ in strategy and max_staleness only."""
+    return {
+        "runtime": "ray", "cluster": "local:2",
+        "runtime_args": {"num_episode": episodes, "sample_per_episode": 2 * BATCH,
+                         "generation_batch_size": BATCH, "train_global_batch_size": 2 * BATCH,
+                         "train_micro_batch_size": BATCH, "seed": 1, "progress": False,
+                         "output_dir": out, "new_run_dir": True},
+        "models": {"gen": {"num_devices": 1, "shape": {"num_layers": LAYERS,
+                                                        "hidden_size": HIDDEN,
+                                                        "vocab_size": 1, "max_seq_len": 2},
+                           "args": {"gen_steps": gen_steps}},
+                   "trainer": {"num_devices": 1, "shape": {"num_layers": LAYERS,
+                                                            "hidden_size": HIDDEN,
+                                                            "vocab_size": 1, "max_seq_len": 2},
+                               "args": {"train_steps": train_steps}}},
+    }
+
+
+VARIANTS = {"sync colocated (k=0)": ("colocate", 0), "k=1 disaggregated": ("disaggregate", 1)}
+
+
+def calibrate(target_s: float) -> tuple[int, int]:
+    """Step counts giving about ``target_s`` seconds of rollout and of train per episode,
+    measured here with one torch thread (an episode: 2 rollout batches, 2 micro-batches)."""
+    torch.set_num_threads(1)
+    model, x = _mlp(), torch.randn(BATCH, HIDDEN)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def timed(fn, n=10, tries=5) -> float:  # min over tries: other processes share the cores
+        fn()
+        best = float("inf")
+        for _ in range(tries):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / n)
+        return best
+
+    def fwd():
+        with torch.no_grad():
+            model(x)
+
+    def fwd_bwd():
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+
+    per_episode = 2  # batches (or micro-batches) per episode
+    return (max(1, round(target_s / per_episode / timed(fwd))),
+            max(1, round(target_s / per_episode / timed(fwd_bwd))))
+
+
+def rescale(steps: tuple[int, int], rows: list[dict], target_s: float) -> tuple[int, int]:
+    """Step counts rescaled by what a calibration run measured (median rollout/train s)."""
+    med = {r: statistics.median(x[f"time/{r}_s"] for x in rows[1:]) for r in ("rollout",
+                                                                                "train")}
+    return (max(1, round(steps[0] * target_s / med["rollout"])),
+            max(1, round(steps[1] * target_s / med["train"])))
+
+
+def run(variant: str, cfg: dict) -> tuple[float, Engine, list[dict]]:
+    """One run of ``variant``: (steady-state seconds per episode, engine, metrics rows)."""
+    strategy, k = VARIANTS[variant]
+    cfg = copy.deepcopy(cfg)
+    cfg["runtime_args"]["max_staleness"] = k
+    flowrl.init(cfg)
+    engine = Engine(rollout, train, sync={TRAINER: GEN})
+    engine.schedule = engine.compile(strategy=strategy)
+    engine.set_dataset([i / 100 for i in range(64)])
+    try:
+        rows = engine.learn()
+    finally:
+        engine.shutdown()
+    steady = [r["time/episode_s"] for r in rows[1:-1]]
+    return statistics.median(steady), engine, rows
+
+
+def predicted(sync_engine: Engine, cfg: dict) -> dict[str, float]:
+    """Analytic and profile-guided predicted ratios (sync colocated / k=1 disaggregated), the
+    latter from the op times the first synchronous run measured."""
+    from flowrl.compiler import compile_schedule
+    from flowrl.compiler.profile import load_profile, profile_guided
+
+    profile = load_profile(sync_engine.config.runtime_args.output_dir)
+    out: dict = {"analytic s/episode": {}, "profile-guided s/episode": {}}
+    for variant, (strategy, k) in VARIANTS.items():
+        c = copy.deepcopy(cfg)
+        c["runtime_args"]["max_staleness"] = k
+        conf = flowrl.load_config(c)
+        models = {m: conf.model(m) for m in ("gen", "trainer")}
+        analytic = compile_schedule(sync_engine.graphs, models, [("trainer", "gen")], "local:2",
+                                    strategy, runtime_args=conf.runtime_args)
+        guided = profile_guided(analytic, models, profile, runtime_args=conf.runtime_args).guided
+        for name, s in (("analytic", analytic), ("profile-guided", guided)):
+            out[f"{name} s/episode"][variant] = (s.pipeline.steady_state_time if s.pipeline
+                                                 else s.estimates.iteration_time)
+    for name in ("analytic", "profile-guided"):
+        t = out[f"{name} s/episode"]
+        out[name] = t["sync colocated (k=0)"] / t["k=1 disaggregated"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--target-s", type=float, default=0.25,
+                    help="seconds of rollout (and of train) per episode")
+    ap.add_argument("--hf", action="store_true",
+                    help="also GRPO on a tiny HF Llama: local sync vs Ray k=1 disaggregated")
+    ap.add_argument("--skip-mlp", action="store_true", help="only the --hf comparison")
+    args = ap.parse_args()
+    out = tempfile.mkdtemp(prefix="flowrl_async_overlap_")
+    # One local Ray node with the two virtual devices, shared by every run.
+    ray.init(address="local", num_cpus=2, resources={DEVICE_RESOURCE: 2},
+             include_dashboard=False, log_to_driver=False)
+    try:
+        if not args.skip_mlp:
+            _benchmark(args, out)
+        if args.hf:
+            _hf(args, out)
+    finally:
+        ray.shutdown()
+
+
+def _hf(args: argparse.Namespace, out: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import async_overlap_hf
+
+    print("\nGRPO on a tiny Hugging Face Llama")
+    eps = async_overlap_hf.benchmark(out, args.episodes, args.repeats)
+    for v, e in eps.items():
+        print(f"  {v:22s} {e:.2f} episodes/s ({1 / e:.3f} s/episode)")
+    local, ray_k1 = eps.values()
+    print(f"speedup                 {ray_k1 / local:.2f}x")
+
+
+def _benchmark(args: argparse.Namespace, out: str) -> None:
+    steps = calibrate(args.target_s)
+    # In-process timing is only a first guess: one short synchronous run measures the
+    # workers themselves, and the step counts are fixed from then on.
+    _, _, rows = run("sync colocated (k=0)", config(4, *steps, out))
+    gen_steps, train_steps = rescale(steps, rows, args.target_s)
+    cfg = config(args.episodes, gen_steps, train_steps, out)
+    print(f"gen_steps={gen_steps} train_steps={train_steps} (about {args.target_s} s each per "
+          f"episode); {args.episodes} episodes x {args.repeats} repeats, interleaved")
+    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    first_sync = None
+    for rep in range(args.repeats):
+        for variant in VARIANTS:
+            s, engine, rows = run(variant, cfg)
+            seconds[variant].append(s)
+            if first_sync is None and variant.startswith("sync"):
+                first_sync = engine
+            parts = {r: statistics.median(x[f"time/{r}_s"] for x in rows[1:-1])
+                     for r in ("rollout", "train", "sync")}
+            print(f"  repeat {rep + 1} {variant:22s} {s:.3f} s/episode "
+                  f"({1 / s:.2f} episodes/s; median rollout {parts['rollout']:.3f} s, "
+                  f"train {parts['train']:.3f} s, sync {parts['sync']:.4f} s)")
+    eps = {v: 1 / statistics.median(x) for v, x in seconds.items()}
+    measured = eps["k=1 disaggregated"] / eps["sync colocated (k=0)"]
+    pred = predicted(first_sync, cfg)
+    print("\nvariant                 episodes/s (median of repeats)")
+    for v, e in eps.items():
+        print(f"  {v:22s} {e:.2f}")
+    print(f"measured speedup        {measured:.2f}x")
+    for name in ("profile-guided", "analytic"):
+        err = (pred[name] - measured) / measured
+        times = ", ".join(f"{v} {t:.3f} s" for v, t in pred[f"{name} s/episode"].items())
+        print(f"predicted ({name:14s}) {pred[name]:.2f}x ({err:+.0%} vs measured; {times})")
+
+
+if __name__ == "__main__":
+    main()
