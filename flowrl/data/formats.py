@@ -41,7 +41,11 @@ def read_jsonl(path: Path) -> list[dict]:
     """One JSON object per line (blank lines skipped); a ``.json`` file may be one array."""
     text = path.read_text()
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        rows = json.loads(text)
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"data file {path} line {err.lineno}: not valid JSON "
+                                f"({err.msg})") from None
         for i, row in enumerate(rows):
             _check_object(row, path, f"row {i}")
         return rows
@@ -93,7 +97,10 @@ def read_rows(path: Path, fmt: str, split: str = "train") -> list[dict]:
     kind = detect_format(path, fmt)
     readers = {"jsonl": read_jsonl, "parquet": read_parquet,
                "hf_disk": lambda p: read_hf_disk(p, split)}
-    rows = readers[kind](path)
+    try:
+        rows = readers[kind](path)
+    except OSError as err:  # a directory given as a file, no permission, ...
+        raise DataFileError(f"data file {path}: cannot be read as {kind} ({err})") from err
     if not rows:
         raise DataFileError(f"data file {path} has no rows")
     return rows

@@ -116,6 +116,12 @@ def test_bad_jsonl_lines_name_file_and_line(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"prompt": "x"}\n["x"]\n')
     with pytest.raises(DataFileError, match=r"b.jsonl line 2: a list, expected a JSON object"):
         load_dataset_spec(DataConfig(path="b.jsonl"), tmp_path)
+    (tmp_path / "d.json").write_text('[{"prompt": "x"},\n {"prompt": }]')
+    with pytest.raises(DataFileError, match=r"d.json line 2: not valid JSON"):
+        load_dataset_spec(DataConfig(path="d.json"), tmp_path)
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(DataFileError, match=r"dir.jsonl: cannot be read as jsonl"):
+        load_dataset_spec(DataConfig(path="dir.jsonl", format="jsonl"), tmp_path)
     (tmp_path / "c.jsonl").write_text("\n")
     with pytest.raises(DataFileError, match=r"c.jsonl has no rows"):
         load_dataset_spec(DataConfig(path="c.jsonl"), tmp_path)
