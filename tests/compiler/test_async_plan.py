@@ -272,3 +272,10 @@ def test_inserted_call_runs_before_each_train_step_in_the_local_runtime():
         engine.shutdown()
     # 3 episodes x 2 optimizer steps x 2 micro-batches, each with its proximal prediction
     assert _Line.seen == [True] * 12
+
+
+def test_search_scores_the_steady_state_and_never_loses_to_its_seeds():
+    seeds = [compile_ppo(strategy=s, args=K1).pipeline.steady_state_time
+             for s in ("colocate", "disaggregate")]
+    best = compile_ppo(strategy="search", args=K1).pipeline
+    assert best.steady_state_time <= min(seeds) + 1e-9
