@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from flowrl.algorithms import off_policy as op
-from flowrl.config import ConfigError, load_config
+from flowrl.config import load_config
 from flowrl.config.off_policy import OffPolicyArgs
 from flowrl.engines import grpo, ppo
+from flowrl.errors import ConfigError
 
 TIS = OffPolicyArgs(correction="tis", is_cap=2.0)
 DECOUPLED = OffPolicyArgs(correction="decoupled", is_cap=2.0)

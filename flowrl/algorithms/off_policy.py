@@ -31,9 +31,10 @@ stale samples:
 * ``none``: ``L(exp(lp - b))`` as if fresh.
 
 Statistics (over the real tokens of the stale samples; 0 when there are none):
-``off_policy/is_weight_mean|max|min`` of the untruncated ``w`` and ``off_policy/clipped_frac``,
-the fraction of those tokens with ``w > C``. They are reported only for batches that hold stale
-samples.
+``off_policy/is_weight_mean|max|min`` of the untruncated importance weight (``exp(sg(lp) -
+b)`` for ``tis``, ``exp(p - b)`` for ``decoupled``) and ``off_policy/clipped_frac``, the
+fraction of those tokens whose weight exceeds ``C``. They are reported only for batches that
+hold stale samples (never at ``max_staleness: 0``), and not for ``none``.
 """
 
 from __future__ import annotations
