@@ -102,6 +102,28 @@ def test_rule_reward_scores_and_group_advantages():
         reward.forward_step(_responses(tok, ["1"]))
 
 
+class _HFStyleTokenizer:
+    """Decodes like a Hugging Face tokenizer: special tokens stay unless asked to skip them."""
+
+    all_special_ids = [2]
+
+    def decode(self, ids, **kwargs):
+        keep = [i for i in ids if not (kwargs.get("skip_special_tokens") and i == 2)]
+        return "".join("<eos>" if i == 2 else str(i - 10) for i in keep)
+
+
+def test_rule_reward_skips_special_tokens_of_an_hf_style_tokenizer():
+    # '6<eos>' must read as '6': RuleReward decodes with special tokens skipped.
+    flowrl.init({"runtime_args": {"generation_batch_size": 2, "sample_per_episode": 2,
+                                  "train_global_batch_size": 2, "train_micro_batch_size": 2},
+                 "models": {"reward": {}}})
+    reward = RuleReward("reward", _HFStyleTokenizer(), rule=exact_match).bind(flowrl.get_args())
+    data = {"response": torch.tensor([[16, 2], [15, 2]]),
+            "response_mask": torch.ones(2, 2, dtype=torch.long), "answer": ["6", "6"]}
+    assert reward.texts(data) == ["6", "5"]
+    assert reward.eval_step(data)["score"].tolist() == [1.0, 0.0]
+
+
 # ---- episode semantics for n samples per prompt --------------------------------------------
 def test_repeat_samples_makes_consecutive_groups():
     batch = {"prompt": torch.tensor([[1, 2], [3, 4]]), "answer": ["a", "b"], "n": 2}

@@ -13,6 +13,7 @@ import torch
 
 from flowrl.engines.grpo import group_advantages
 from flowrl.models.base import BaseModule, outputs
+from flowrl.rewards import decode_completions
 
 Rule = Callable[[str, Any], float]
 
@@ -44,7 +45,8 @@ def math_answer_match(response: str, answer: Any) -> float:
 class RuleReward(BaseModule):
     """A reward "model" that is a rule: ``rule(response_text, answer) -> float``.
 
-    It decodes ``response`` (masked by ``response_mask``) with ``tokenizer.decode`` and reads
+    It decodes ``response`` (masked by ``response_mask``) with ``tokenizer.decode``, special
+    tokens skipped, and reads
     each sample's reference answer from ``data[answer_key]``. ``forward_step`` (rollout) also
     returns GRPO ``advantages`` over groups of ``runtime_args.num_inference_per_prompt``
     consecutive samples; ``eval_step`` returns ``score`` only. It logs ``score`` (mean) and
@@ -58,9 +60,8 @@ class RuleReward(BaseModule):
         self.answer_key, self.correct_at = answer_key, correct_at
 
     def texts(self, data: dict) -> list[str]:
-        lengths = data["response_mask"].sum(1).tolist()
-        return [self.tokenizer.decode(row[:n]) for row, n in zip(data["response"].tolist(),
-                                                                    lengths)]
+        # Special tokens skipped: a Hugging Face tokenizer would otherwise decode '6<eos>'.
+        return decode_completions(self.tokenizer, data["response"], data["response_mask"])
 
     def score(self, data: dict) -> torch.Tensor:
         if self.answer_key not in data:
