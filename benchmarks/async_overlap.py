@@ -23,11 +23,13 @@ Throughput is episodes per second in the steady state: one over the median
 ``time/episode_s`` of the episodes after the first (pipeline fill) and before the last
 (nothing left to roll out ahead). Runs alternate (sync, async, sync, async, ...).
 
-Prediction: **profile-guided** (:mod:`flowrl.compiler.profile`): the op times measured in
-the first synchronous run (``op_profile.jsonl``) replace the cost model's, the colocated
-``k = 0`` and the disaggregated ``k = 1`` schedules are compiled with them, and the predicted
-ratio is the colocated iteration time over the pipelined steady state. The purely analytic
-ratio (the cost model's rough CPU speeds) is printed too.
+Predictions: the colocated ``k = 0`` schedule's iteration time over the disaggregated
+``k = 1`` schedule's pipelined steady state, both compiled with op times from
+(:data:`SOURCES`): **analytic**, the cost model's rough CPU speeds; **sync-profile**
+(profile-guided, :mod:`flowrl.compiler.profile`), the op times the median synchronous run
+measured (``op_profile.jsonl``), i.e. what is known before trying ``k = 1``; **own-profile**,
+each variant's median run's own op times (ops slow down when both devices work, e.g. when
+the two cores are shared with other processes: this isolates the pipeline model from that).
 
 ``--hf``: also GRPO on a tiny Hugging Face Llama, local synchronous vs Ray ``k = 1``
 disaggregated (:mod:`async_overlap_hf`; needs ``flowrl[hf]``).
@@ -199,29 +201,38 @@ def run(variant: str, cfg: dict) -> tuple[float, Engine, list[dict]]:
     return statistics.median(steady), engine, rows
 
 
-def predicted(sync_engine: Engine, cfg: dict) -> dict[str, float]:
-    """Analytic and profile-guided predicted ratios (sync colocated / k=1 disaggregated), the
-    latter from the op times the first synchronous run measured."""
-    from flowrl.compiler import compile_schedule
-    from flowrl.compiler.profile import load_profile, profile_guided
+#: How the predictions take their op times: the cost model, the synchronous run's measured
+#: op times for both variants (known before trying k=1), or each variant's own.
+SOURCES = ("analytic", "sync-profile", "own-profile")
 
-    profile = load_profile(sync_engine.config.runtime_args.output_dir)
-    out: dict = {"analytic s/episode": {}, "profile-guided s/episode": {}}
+
+def predicted(graphs: dict, run_dirs: dict[str, str], cfg: dict) -> dict[str, dict[str, float]]:
+    """source -> variant -> predicted seconds per steady-state episode (see :data:`SOURCES`);
+    ``run_dirs``: per variant, the run whose op profile is used (its median run)."""
+    from flowrl.compiler import compile_schedule
+
+    out: dict[str, dict[str, float]] = {src: {} for src in SOURCES}
     for variant, (strategy, k) in VARIANTS.items():
         c = copy.deepcopy(cfg)
         c["runtime_args"]["max_staleness"] = k
         conf = flowrl.load_config(c)
         models = {m: conf.model(m) for m in ("gen", "trainer")}
-        analytic = compile_schedule(sync_engine.graphs, models, [("trainer", "gen")], "local:2",
-                                    strategy, runtime_args=conf.runtime_args)
-        guided = profile_guided(analytic, models, profile, runtime_args=conf.runtime_args).guided
-        for name, s in (("analytic", analytic), ("profile-guided", guided)):
-            out[f"{name} s/episode"][variant] = (s.pipeline.steady_state_time if s.pipeline
-                                                 else s.estimates.iteration_time)
-    for name in ("analytic", "profile-guided"):
-        t = out[f"{name} s/episode"]
-        out[name] = t["sync colocated (k=0)"] / t["k=1 disaggregated"]
+        analytic = compile_schedule(graphs, models, [("trainer", "gen")], "local:2", strategy,
+                                    runtime_args=conf.runtime_args)
+        sync_dir = run_dirs["sync colocated (k=0)"]
+        for src, sched in (("analytic", analytic),
+                           ("sync-profile", _guided(analytic, models, sync_dir, conf)),
+                           ("own-profile", _guided(analytic, models, run_dirs[variant], conf))):
+            out[src][variant] = (sched.pipeline.steady_state_time if sched.pipeline
+                                 else sched.estimates.iteration_time)
     return out
+
+
+def _guided(analytic, models, run_dir: str, conf):
+    from flowrl.compiler.profile import load_profile, profile_guided
+
+    return profile_guided(analytic, models, load_profile(run_dir),
+                          runtime_args=conf.runtime_args).guided
 
 
 def main() -> None:
@@ -269,13 +280,14 @@ def _benchmark(args: argparse.Namespace, out: str) -> None:
     print(f"gen_steps={gen_steps} train_steps={train_steps} (about {args.target_s} s each per "
           f"episode); {args.episodes} episodes x {args.repeats} repeats, interleaved")
     seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    first_sync = None
+    dirs: dict[str, list[str]] = {v: [] for v in VARIANTS}
+    graphs = None
     for rep in range(args.repeats):
         for variant in VARIANTS:
             s, engine, rows = run(variant, cfg)
             seconds[variant].append(s)
-            if first_sync is None and variant.startswith("sync"):
-                first_sync = engine
+            dirs[variant].append(engine.config.runtime_args.output_dir)
+            graphs = engine.graphs
             parts = {r: statistics.median(x[f"time/{r}_s"] for x in rows[1:-1])
                      for r in ("rollout", "train", "sync")}
             print(f"  repeat {rep + 1} {variant:22s} {s:.3f} s/episode "
@@ -283,16 +295,19 @@ def _benchmark(args: argparse.Namespace, out: str) -> None:
                   f"train {parts['train']:.3f} s, sync {parts['sync']:.4f} s)")
     eps = {v: 1 / statistics.median(x) for v, x in seconds.items()}
     measured = eps["k=1 disaggregated"] / eps["sync colocated (k=0)"]
-    pred = predicted(first_sync, cfg)
+    median_run = {v: dirs[v][sorted(range(len(x)), key=x.__getitem__)[len(x) // 2]]
+                  for v, x in seconds.items()}
+    pred = predicted(graphs, median_run, cfg)
     print("\nvariant                 episodes/s (median of repeats)")
     for v, e in eps.items():
         print(f"  {v:22s} {e:.2f}")
     print(f"measured speedup        {measured:.2f}x")
-    for name in ("profile-guided", "analytic"):
-        err = (pred[name] - measured) / measured
-        times = ", ".join(f"{v} {t:.3f} s" for v, t in pred[f"{name} s/episode"].items())
-        print(f"predicted ({name:14s}) {pred[name]:.2f}x ({err:+.0%} vs measured; {times})")
-
+    for src in SOURCES:
+        t = pred[src]
+        ratio = t["sync colocated (k=0)"] / t["k=1 disaggregated"]
+        times = ", ".join(f"{v} {x:.3f} s" for v, x in t.items())
+        print(f"predicted ({src:12s}) {ratio:.2f}x ({(ratio - measured) / measured:+.0%} vs "
+              f"measured; {times})")
 
 if __name__ == "__main__":
     main()

@@ -50,6 +50,13 @@ def _header(con: Console, schedule: Schedule) -> None:
                   + " + ".join(parts))
         con.print(f"offload/onload traffic per iteration {fmt_bytes(est.transfer_bytes)}, "
                   f"parameter sync {fmt_bytes(est.sync_bytes)}")
+        plan = schedule.pipeline
+        if plan is not None:  # the episode above, pipelined (section at the end)
+            con.print(f"[bold]pipelined (max_staleness {plan.max_staleness}): "
+                      f"{fmt_time(plan.steady_state_time)} per episode in the steady state, "
+                      f"{plan.speedup:.2f}x[/bold]"
+                      + ("" if plan.overlap else " (no overlap: rollout and train share "
+                         "devices)"))
     con.print("\n[bold]DAG[/bold]")
     for role, g in schedule.graphs.items():
         for line in _dag_lines(role, g):
