@@ -246,9 +246,12 @@ def main() -> None:
     ap.add_argument("--skip-mlp", action="store_true", help="only the --hf comparison")
     args = ap.parse_args()
     out = tempfile.mkdtemp(prefix="flowrl_async_overlap_")
-    # One local Ray node with the two virtual devices, shared by every run.
+    # One local Ray node with the two virtual devices, shared by every run. Ray starts its
+    # workers at nice 15; on a shared machine they would then only get the CPU time no one
+    # else wants (however many run at once), while the local runtime's driver runs at 0.
     ray.init(address="local", num_cpus=2, resources={DEVICE_RESOURCE: 2},
-             include_dashboard=False, log_to_driver=False)
+             include_dashboard=False, log_to_driver=False,
+             _system_config={"worker_niceness": 0})
     try:
         if not args.skip_mlp:
             _benchmark(args, out)

@@ -2,7 +2,8 @@
 synchronous loop vs Ray with ``max_staleness: 1`` on two virtual devices (rollout models on
 one, the trainer on the other). Used by ``benchmarks/async_overlap.py --hf``.
 
-The policy generates with HF ``generate`` (16 new tokens, 4 samples per prompt); the reward
+An episode: 64 samples (16 prompts x 4, two rollout batches of 32), two optimizer steps of
+32. The policy generates with HF ``generate`` (16 new tokens); the reward
 is the fraction of vowels in the decoded response, normalised per group; the trainer runs
 GRPO's clipped loss with a KL term on plain torch. Nothing is downloaded.
 """
@@ -28,6 +29,27 @@ from hf_ppo_models import (VOWELS, HFPolicy, PPOArgs, Reference, _HFTrainer,  # 
                            full_sequence)
 
 
+class _Threads:
+    """Sets torch's thread count in the process that sets the module up (``threads``, 0:
+    leave it). Two Ray workers sharing two cores with two threads each oversubscribe them,
+    and OpenMP's spinning threads then slow both many times over: one thread per device."""
+
+    threads: int = 0
+
+    def setup(self):
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        super().setup()
+
+
+class Policy(_Threads, HFPolicy):
+    pass
+
+
+class Ref(_Threads, Reference):
+    pass
+
+
 class VowelReward(BaseModule):
     """Score: the fraction of vowels in the response; advantages normalised per group."""
 
@@ -51,7 +73,7 @@ class VowelReward(BaseModule):
         return {"score": score, "advantages": group_advantages(score, n)}
 
 
-class GRPOTrainer(_HFTrainer):
+class GRPOTrainer(_Threads, _HFTrainer):
     """GRPO's loss on the HF model (no off-policy correction: a throughput benchmark)."""
 
     class Args(PPOArgs, HFArgs):
@@ -73,7 +95,7 @@ def config(model_dir: str, out: str, episodes: int) -> dict:
     model = {"model_path": model_dir, "dtype": "fp32"}
     return {
         "runtime": "local",
-        "runtime_args": {"num_episode": episodes, "sample_per_episode": 32,
+        "runtime_args": {"num_episode": episodes, "sample_per_episode": 64,
                          "generation_batch_size": 32, "num_inference_per_prompt": 4,
                          "train_global_batch_size": 32, "train_micro_batch_size": 16,
                          "seed": 1, "progress": False, "output_dir": out,
@@ -90,9 +112,9 @@ def config(model_dir: str, out: str, episodes: int) -> dict:
     }
 
 
-#: name -> (runtime, cluster, strategy, max_staleness)
-VARIANTS = {"local sync (k=0)": ("local", None, None, 0),
-            "Ray k=1 disaggregated": ("ray", "local:2", "disaggregate", 1)}
+#: name -> (runtime, cluster, strategy, max_staleness, torch threads per worker)
+VARIANTS = {"local sync (k=0)": ("local", None, None, 0, 0),
+            "Ray k=1 disaggregated": ("ray", "local:2", "disaggregate", 1, 1)}
 
 
 def _prompts(n: int) -> list[str]:
@@ -103,14 +125,18 @@ def _prompts(n: int) -> list[str]:
 
 def run(variant: str, base: dict) -> tuple[float, dict[str, float]]:
     """(steady-state seconds per episode, median seconds of rollout / train / sync)."""
-    runtime, cluster, strategy, k = VARIANTS[variant]
+    runtime, cluster, strategy, k, threads = VARIANTS[variant]
     cfg = copy.deepcopy(base)
     cfg["runtime"], cfg["runtime_args"]["max_staleness"] = runtime, k
     if cluster:
         cfg["cluster"] = cluster
     flowrl.init(cfg)
-    engine = GRPOEngine(HFPolicy("policy"), Reference("reference"), VowelReward("reward"),
-                        GRPOTrainer("grpo_policy"))
+    modules = [Policy("policy"), Ref("reference"), VowelReward("reward"),
+               GRPOTrainer("grpo_policy")]
+    for m in modules:
+        if isinstance(m, _Threads):
+            m.threads = threads
+    engine = GRPOEngine(*modules)
     if strategy:
         engine.schedule = engine.compile(strategy=strategy)
     engine.set_dataset(_prompts(256))
