@@ -28,7 +28,8 @@ def _dag_lines(role: str, g: FlowGraph) -> list[str]:
     for c in g.calls():
         ins = ", ".join("batch" if i == FLOW_INPUT else i for i in c.inputs) or "-"
         # Nodes a compiler pass inserted say so (their source names the pass).
-        added = f"  [inserted by {c.source[1:-1]}]" if c.source.startswith("<compiler") else ""
+        added = f"  [inserted by {c.source[1:-1]}]" if c.source.startswith("<compiler") \
+            else ""
         lines.append(f"  {c.id}  <-  {ins}{escape(added)}")
     if g.outputs:
         lines.append(f"  returns {', '.join(g.outputs)}")
