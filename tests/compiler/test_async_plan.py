@@ -279,3 +279,23 @@ def test_search_scores_the_steady_state_and_never_loses_to_its_seeds():
              for s in ("colocate", "disaggregate")]
     best = compile_ppo(strategy="search", args=K1).pipeline
     assert best.steady_state_time <= min(seeds) + 1e-9
+
+
+def test_tiny_ppo_runs_decoupled_ppo_through_the_inserted_call():
+    """The built-in tiny PPO trainer's proximal_logprobs, inserted by the pass, feeds the
+    decoupled correction: stale episodes report its importance-weight statistics."""
+    import copy
+
+    from ppo_setup import TINY_PPO, build_ppo
+
+    cfg = copy.deepcopy(TINY_PPO)
+    cfg["runtime_args"].update(num_episode=3, max_staleness=1,
+                               off_policy={"correction": "decoupled"})
+    engine, _ = build_ppo(cfg)
+    assert "ppo_policy.proximal_logprobs" in engine.compile().graphs["train"].graph
+    try:
+        rows = engine.learn()
+    finally:
+        engine.shutdown()
+    stale = [r for r in rows if r.get("staleness/max", 0) > 0]
+    assert stale and all("ppo_policy/off_policy/is_weight_mean" in r for r in stale)
