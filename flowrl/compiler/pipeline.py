@@ -109,7 +109,9 @@ def _advice(ctx: PlanContext, plan: PipelinePlan) -> PipelinePlan:
     overlaps them (compiled with the same passes; first with the config's colocation, then
     with one group per stage), or notes saying why there is none."""
     notes, best = list(plan.notes), None
-    for groups in (ctx.colocation, (ctx.colocation or []) + _stage_groups(ctx)):
+    options = [ctx.colocation, (ctx.colocation or []) + _stage_groups(ctx)]
+    for groups in [g for i, g in enumerate(options) if (g or []) not in
+                   [o or [] for o in options[:i]]]:  # without repeats
         try:
             alt = replace(ctx, strategy=ADVISED_STRATEGY, colocation=groups, meshes=None)
             # resources again: it forms the placement units from the colocation groups
