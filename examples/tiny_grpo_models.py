@@ -102,7 +102,7 @@ class GRPOTrainer(_PolicyTrainer):
             lp = self.model.response_logprobs(tokens, mask, p, temperature)
             resp = mb["response_mask"].to(lp.dtype)
             ratio = off_policy.policy_ratio(lp, mb, resp, self.runtime_args.off_policy, version)
-            return grpo.grpo_loss(lp, mb["logprobs"], mb["ref_logprobs"], mb["advantages"],
+            return grpo.grpo_loss(lp, mb["logprobs"], mb.get("ref_logprobs"), mb["advantages"],
                                   resp, a.clip_eps, a.kl_coef, loss_agg=a.loss_agg, ratio=ratio)
 
         return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)

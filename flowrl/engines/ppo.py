@@ -1,6 +1,7 @@
 """PPO math: KL penalty, per-token rewards, advantages, clipped losses, KL control.
 
-All functions are vectorised over ``[B, T]`` tensors with a ``mask`` (1 for real response
+Thin wrappers over the algorithm library (:mod:`flowrl.algorithms`), which owns the math;
+the names stay because examples and user modules call them. All functions are vectorised over ``[B, T]`` tensors with a ``mask`` (1 for real response
 tokens, EOS included; 0 for padding). GAE, whitening and token log-probs go through
 :mod:`flowrl.kernels`, which picks Triton on GPU and the torch path on CPU.
 """
@@ -11,84 +12,101 @@ from dataclasses import dataclass
 
 import torch
 
+from flowrl import algorithms as algo
 from flowrl import kernels
 from flowrl.algorithms import off_policy
+from flowrl.algorithms.masked import last_token_index as last_index
+from flowrl.algorithms.masked import scores_to_tokens
 from flowrl.algorithms.off_policy import PolicyRatio
 
 Tensor = torch.Tensor
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Mean of ``x`` where ``mask`` is 1 (0 when nothing is selected)."""
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp_min(1.0)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1.0)
+    """Mean of ``x`` where ``mask`` is non-zero (0 when nothing is selected)."""
+    return algo.masked_mean(x, mask, dim)
 
 
 def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k1") -> Tensor:
-    """Per-token estimate of KL(policy || reference) from sampled tokens' log-probs.
-
-    ``k1`` = log p - log q (unbiased, can be negative), ``k2`` = (log p - log q)^2 / 2,
-    ``k3`` = (r - 1) - log r with r = q/p (unbiased, always >= 0).
-    """
-    log_ratio = logprobs.float() - ref_logprobs.float()
-    if kind == "k1":
-        return log_ratio
-    if kind == "k2":
-        return 0.5 * log_ratio.square()
-    if kind == "k3":
-        return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"unknown KL estimator {kind!r}; expected 'k1', 'k2' or 'k3'")
+    """Per-token estimate of KL(policy || reference) from sampled tokens' log-probs, by the
+    library's estimator ``kind`` (:mod:`flowrl.algorithms.kl`: ``k1`` = log p - log q,
+    ``k2`` = (log p - log q)^2 / 2, ``k3`` = (r - 1) - log r with r = q/p)."""
+    return algo.kl_estimate(logprobs, ref_logprobs, estimator=kind)
 
 
 def last_token_index(mask: Tensor) -> Tensor:
     """Index of the last 1 in each row of a right-padded mask (0 for empty rows)."""
-    t = torch.arange(mask.shape[1], device=mask.device)
-    return (mask.long() * (t + 1)).argmax(dim=1)
+    return last_index(mask)
 
 
 def token_rewards(score: Tensor, kl: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
     """Per-token reward: ``-kl_coef * kl`` on every token, plus the sequence score on the last."""
-    rewards = -kl_coef * kl * mask
-    has_tokens = mask.sum(1) > 0
-    idx = last_token_index(mask)
-    rows = torch.arange(mask.shape[0], device=mask.device)
-    rewards[rows[has_tokens], idx[has_tokens]] += score.float()[has_tokens]
-    return rewards
+    return scores_to_tokens(score, mask) - kl_coef * kl * mask
 
 
 def ppo_advantages(score: Tensor, logprobs: Tensor, ref_logprobs: Tensor, values: Tensor,
                    mask: Tensor, kl_coef: float, gamma: float = 1.0, lam: float = 0.95,
                    kl_kind: str = "k1") -> dict[str, Tensor]:
-    """Everything PPO needs after a rollout: KL, per-token rewards, GAE advantages, returns."""
+    """Everything PPO needs after a rollout: KL, per-token rewards (KL in reward), GAE
+    advantages and returns, by the library's ``kl_kind`` estimator and ``gae`` estimator."""
     mask = mask.float()
-    kl = kl_estimate(logprobs, ref_logprobs, kl_kind) * mask
+    kl = algo.kl_estimate(logprobs, ref_logprobs, mask, kl_kind)
     rewards = token_rewards(score, kl, mask, kl_coef)
-    adv, ret = kernels.gae(rewards, values.float() * mask, mask, gamma, lam)
-    return {"kl": kl, "token_rewards": rewards, "advantages": adv, "returns": ret}
+    out = algo.compute_advantages("gae", rewards, mask, values=values.float() * mask,
+                                  gamma=gamma, lam=lam)
+    return {"kl": kl, "token_rewards": rewards, "advantages": out.advantages,
+            "returns": out.returns}
+
+
+def clipped_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
+                 clip_eps: float, agg: str, loss_name: str = "ppo",
+                 ratio: PolicyRatio | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The clipped surrogate of the built-in engines, aggregated by ``agg``.
+
+    Without ``ratio`` it is the library's registered policy loss ``loss_name``; with one
+    (a batch's off-policy correction) the library's off-policy surrogate of that ratio and
+    weight, aggregated the same way; on fresh samples both give the same bits. Stats:
+    ``clipfrac``, ``pg_loss`` (token mean of the per-token term) and ``approx_kl``
+    (``0.5 * d^2`` with ``d`` the log-ratio: the value these engines always logged, not the
+    library's ``k3``), plus the correction's metrics.
+    """
+    if ratio is None:
+        loss, m = algo.compute_policy_loss(loss_name, logprobs, old_logprobs, advantages, mask,
+                                           clip_low=clip_eps, agg=agg)
+        with torch.no_grad():
+            pg = m["pg_loss"] if agg == "token-mean" else algo.compute_policy_loss(
+                loss_name, logprobs, old_logprobs, advantages, mask, clip_low=clip_eps,
+                agg="token-mean")[1]["pg_loss"]
+            log_ratio = (logprobs - old_logprobs) * mask
+            return loss, {"clipfrac": m["clipfrac"], "pg_loss": pg,
+                          "approx_kl": algo.masked_mean(0.5 * log_ratio.square(), mask)}
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages
+    per_token, was_clipped = off_policy.clipped_surrogate(ratio.ratio, adv.to(logprobs.dtype),
+                                                          clip_eps)
+    if ratio.weight is not None:  # decoupled PPO's behaviour weight on stale tokens
+        per_token = per_token * ratio.weight
+    loss = algo.aggregate(per_token, mask, agg)
+    with torch.no_grad():
+        stats = {"clipfrac": algo.masked_mean(was_clipped.float(), mask),
+                 "pg_loss": algo.masked_mean(per_token, mask),
+                 "approx_kl": algo.masked_mean(0.5 * ratio.log_ratio.square(), mask),
+                 **ratio.metrics}
+    return loss, stats
 
 
 def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
                 clip_eps: float = 0.2, ratio: PolicyRatio | None = None
                 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate objective (negated for minimisation) and diagnostics.
+    """Clipped surrogate objective (negated for minimisation, token mean) and diagnostics
+    ``clipfrac`` and ``approx_kl`` (see :func:`clipped_loss`).
 
     ``ratio``: the off-policy-corrected ratio of a batch with stale samples
     (:func:`flowrl.algorithms.off_policy.policy_ratio`); default ``exp(logprobs -
     old_logprobs)``. Its metrics (``off_policy/*``) join the stats.
     """
-    pr = ratio if ratio is not None else off_policy.plain_ratio(logprobs, old_logprobs, mask)
-    per_token, was_clipped = off_policy.clipped_surrogate(pr.ratio, advantages, clip_eps)
-    if pr.weight is not None:  # decoupled PPO's behaviour weight on stale tokens
-        per_token = per_token * pr.weight
-    loss = masked_mean(per_token, mask)
-    with torch.no_grad():
-        stats = {
-            "clipfrac": masked_mean(was_clipped.float(), mask),
-            "approx_kl": masked_mean(0.5 * pr.log_ratio.square(), mask),
-            **pr.metrics,
-        }
+    loss, stats = clipped_loss(logprobs, old_logprobs, advantages, mask, clip_eps,
+                               "token-mean", "ppo", ratio)
+    del stats["pg_loss"]  # not part of PPO's logged stats
     return loss, stats
 
 

@@ -7,11 +7,13 @@ the reference answer and 0 otherwise.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import torch
 
+from flowrl.algorithms.advantages import StdEstimator
 from flowrl.engines.grpo import group_advantages
+from flowrl.errors import ConfigError
 from flowrl.models.base import BaseModule, outputs
 from flowrl.rewards import decode_completions
 
@@ -51,13 +53,29 @@ class RuleReward(BaseModule):
     returns GRPO ``advantages`` over groups of ``runtime_args.num_inference_per_prompt``
     consecutive samples; ``eval_step`` returns ``score`` only. It logs ``score`` (mean) and
     ``accuracy`` (fraction of samples scoring at least ``correct_at``).
+
+    Group normalisation (:func:`flowrl.engines.grpo.group_advantages`): ``group_std`` is
+    ``"population"`` (divide the variance by G, DeepSeekMath/veRL; the default) or
+    ``"unbiased"`` (G - 1, TRL); ``group_scale=False`` only centres the scores (Dr. GRPO);
+    ``group_eps`` is added to the std.
+
+    Raises:
+        ConfigError: an unknown ``group_std`` or a negative ``group_eps``.
     """
 
     def __init__(self, name: str, tokenizer: Any, rule: Rule = exact_match,
-                 answer_key: str = "answer", correct_at: float = 1.0) -> None:
+                 answer_key: str = "answer", correct_at: float = 1.0,
+                 group_std: StdEstimator = "population", group_scale: bool = True,
+                 group_eps: float = 1e-6) -> None:
         super().__init__(name)
+        if group_std not in get_args(StdEstimator):
+            raise ConfigError(f"RuleReward '{name}': group_std must be one of "
+                              f"{', '.join(map(repr, get_args(StdEstimator)))}, got {group_std!r}")
+        if not group_eps >= 0:
+            raise ConfigError(f"RuleReward '{name}': group_eps must be >= 0, got {group_eps!r}")
         self.tokenizer, self.rule = tokenizer, rule
         self.answer_key, self.correct_at = answer_key, correct_at
+        self.group_std, self.group_scale, self.group_eps = group_std, group_scale, group_eps
 
     def texts(self, data: dict) -> list[str]:
         # Special tokens skipped: a Hugging Face tokenizer would otherwise decode '6<eos>'.
@@ -76,7 +94,8 @@ class RuleReward(BaseModule):
     @outputs("score", "advantages")
     def forward_step(self, data: dict, iteration: int = 0) -> dict:
         scores = self.score(data)
-        adv = group_advantages(scores, self.runtime_args.num_inference_per_prompt)
+        adv = group_advantages(scores, self.runtime_args.num_inference_per_prompt,
+                               scale=self.group_scale, std=self.group_std, eps=self.group_eps)
         return {"score": scores, "advantages": adv}
 
     @outputs("score")
