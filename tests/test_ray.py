@@ -11,9 +11,11 @@ import torch
 import flowrl
 from flowrl import BaseModule, Engine, StageError, flow
 from ppo_setup import build_ppo
+from tiny_engines import one_thread  # noqa: F401 (fixture)
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+# one driver thread: every worker then runs one too, as the local run does (bit-identical)
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any, Iterator
 
+import torch
 from ray import cloudpickle
 
 from flowrl.errors import FlowRLError
@@ -85,6 +86,32 @@ def connect(address: str, timeout_s: float, **init_kwargs: Any) -> None:
         e = box["error"]
         raise RayClusterError(f"could not connect to the Ray cluster at ray_address "
                               f"'{address}': {type(e).__name__}: {e}") from e
+
+
+def start_local(resources: dict[str, float]) -> None:
+    """Start a one-node Ray on this machine offering ``resources`` (the virtual devices).
+
+    Workers run at nice 0, like the driver: Ray's default of 15 leaves them only the CPU time
+    no other process wants, so on a busy machine a Ray run would crawl where the local
+    runtime (the driver itself) does not.
+    """
+    import ray
+
+    ray.init(address="local", num_cpus=max(2, torch.get_num_threads()), resources=resources,
+             include_dashboard=False, log_to_driver=True,
+             _system_config={"worker_niceness": 0})
+
+
+def worker_threads(driver_threads: int, replica_devices: int, total_devices: int) -> int:
+    """Torch threads for one worker process: its share of the driver's threads, by devices.
+
+    ``driver_threads * replica_devices / total_devices`` (floor), at least 1: the workers of
+    all groups run at once, so each giving itself the driver's count would oversubscribe the
+    cores (OpenMP's spinning threads then slow every worker many times over). A driver on
+    one thread (the tests, the examples) gives every worker one thread, as the local
+    runtime computes, so Ray and local results stay bit-identical.
+    """
+    return max(1, driver_threads * replica_devices // max(1, total_devices))
 
 
 # ---- sending modules to workers -----------------------------------------------------------

@@ -29,7 +29,8 @@ from flowrl.runtime.batch import Batch
 from flowrl.runtime.protocol import FlowResult, OpRecord, write_trace_events
 from flowrl.runtime.layout import WorkerGroup, worker_groups
 from flowrl.runtime.ray_cluster import (DEVICE_RESOURCE, PIN_AMOUNT, RayClusterError,
-                                        check_capacity, connect, pickle_modules)
+                                        check_capacity, connect, pickle_modules, start_local,
+                                        worker_threads)
 from flowrl.runtime.ray_worker import Skipped, Worker, concat_shards
 from flowrl.runtime.sync import SyncStats, check_sync_compatible
 
@@ -156,9 +157,7 @@ class RayExecutor:
             connect(self.config.ray_address, self.config.runtime_args.ray_connect_timeout_s)
         else:  # one local node offers every pinned resource: a multi-node config runs here too
             pinned = {g.node_resource: float(n_devices) for g in self.groups if g.node_resource}
-            self.ray.init(address="local", num_cpus=max(2, torch.get_num_threads()),
-                          resources={DEVICE_RESOURCE: n_devices, **pinned},
-                          include_dashboard=False, log_to_driver=True)
+            start_local({DEVICE_RESOURCE: n_devices, **pinned})
 
     def setup(self) -> None:
         from ray.util.placement_group import placement_group
@@ -168,10 +167,11 @@ class RayExecutor:
         check_capacity(self.groups, self.ray.nodes())
         cfg = self.config.model_dump(exclude={"source"})
         remote_worker = self.ray.remote(Worker)
-        threads = torch.get_num_threads()
+        n_devices = sum(len(g.devices) for g in self.groups)
         for g in self.groups:
             pg = self._reserve(g, placement_group)
             per = max(1, len(g.devices) // g.replicas)
+            threads = worker_threads(torch.get_num_threads(), per, n_devices)
             blobs = {m: self._blobs[m] for m in g.models}
             self.workers[g.name] = [
                 remote_worker.options(
