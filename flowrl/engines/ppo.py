@@ -1,9 +1,10 @@
 """PPO math: KL penalty, per-token rewards, advantages, clipped losses, KL control.
 
 Thin wrappers over the algorithm library (:mod:`flowrl.algorithms`), which owns the math;
-the names stay because examples and user modules call them. All functions are vectorised over ``[B, T]`` tensors with a ``mask`` (1 for real response
-tokens, EOS included; 0 for padding). GAE, whitening and token log-probs go through
-:mod:`flowrl.kernels`, which picks Triton on GPU and the torch path on CPU.
+the names stay because examples and user modules call them. All functions are vectorised
+over ``[B, T]`` tensors with a ``mask`` (1 for real response tokens, EOS included; 0 for
+padding). GAE and whitening go through :mod:`flowrl.kernels`, which picks Triton on GPU
+and the torch path on CPU.
 """
 
 from __future__ import annotations
