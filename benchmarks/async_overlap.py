@@ -18,7 +18,9 @@ rollout and train each take about ``--target-s`` seconds per episode.
   rollout of episode ``e + 1`` runs while episode ``e`` trains.
 
 Ray maps each virtual device to one bundle of the custom resource ``flowrl_device`` (the
-actors ask for no CPUs), so the two worker processes run on the machine's two cores.
+actors ask for no CPUs), so the two worker processes run on the machine's two cores. The
+driver runs one torch thread (set by the calibration), so the runtime gives every worker one
+(its share of the driver's threads, by devices), and starts Ray with worker niceness 0.
 Throughput is episodes per second in the steady state: one over the median
 ``time/episode_s`` of the episodes after the first (pipeline fill) and before the last
 (nothing left to roll out ahead). Runs alternate (sync, async, sync, async, ...).
@@ -50,7 +52,7 @@ import torch
 
 import flowrl
 from flowrl import Engine, TorchModule, flow
-from flowrl.runtime.ray_cluster import DEVICE_RESOURCE
+from flowrl.runtime.ray_cluster import DEVICE_RESOURCE, start_local
 
 HIDDEN, BATCH, LAYERS = 256, 32, 4
 
@@ -80,7 +82,6 @@ class Gen(TorchModule):
     """Inference: ``gen_steps`` forward passes of the batch (a fixed amount of work)."""
 
     def setup(self):
-        torch.set_num_threads(1)  # one core per virtual device
         self.model = _mlp()
 
     def build_dataset(self, prompts, is_eval=False):
@@ -98,7 +99,6 @@ class Trainer(TorchModule):
     """Training: ``train_steps`` forward+backward passes per micro-batch, one SGD step."""
 
     def setup(self):
-        torch.set_num_threads(1)
         self.model = _mlp()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4)
 
@@ -148,7 +148,8 @@ VARIANTS = {"sync colocated (k=0)": ("colocate", 0), "k=1 disaggregated": ("disa
 
 def calibrate(target_s: float) -> tuple[int, int]:
     """Step counts giving about ``target_s`` seconds of rollout and of train per episode,
-    measured here with one torch thread (an episode: 2 rollout batches, 2 micro-batches)."""
+    measured here with one torch thread (an episode: 2 rollout batches, 2 micro-batches).
+    The driver keeps that one thread, so every Ray worker gets one too."""
     torch.set_num_threads(1)
     model, x = _mlp(), torch.randn(BATCH, HIDDEN)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
@@ -246,12 +247,9 @@ def main() -> None:
     ap.add_argument("--skip-mlp", action="store_true", help="only the --hf comparison")
     args = ap.parse_args()
     out = tempfile.mkdtemp(prefix="flowrl_async_overlap_")
-    # One local Ray node with the two virtual devices, shared by every run. Ray starts its
-    # workers at nice 15; on a shared machine they would then only get the CPU time no one
-    # else wants (however many run at once), while the local runtime's driver runs at 0.
-    ray.init(address="local", num_cpus=2, resources={DEVICE_RESOURCE: 2},
-             include_dashboard=False, log_to_driver=False,
-             _system_config={"worker_niceness": 0})
+    # One local Ray node with the two virtual devices, shared by every run (the colocated
+    # run alone would start one with a single device), started as flowrl starts its own.
+    start_local({DEVICE_RESOURCE: 2})
     try:
         if not args.skip_mlp:
             _benchmark(args, out)
