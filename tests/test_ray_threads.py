@@ -23,7 +23,12 @@ ray = pytest.importorskip("ray")
     (10, 1, 3, 3),  # floor: never more than the share
 ])
 def test_worker_threads_is_the_replicas_share_of_the_driver(driver, replica, total, expected):
-    assert worker_threads(driver, replica, total) == expected
+    assert worker_threads("share", driver, replica, total) == expected
+
+
+def test_worker_threads_default_is_the_drivers_count_and_a_number_is_taken_as_is():
+    assert worker_threads("driver", 8, 1, 4) == 8
+    assert worker_threads(3, 8, 1, 4) == 3
 
 
 class Probe(BaseModule):
@@ -64,7 +69,8 @@ def test_each_worker_gets_its_share_of_threads_at_the_drivers_niceness(flowrl_st
     flowrl.init({"runtime": "ray",
                  "runtime_args": {"sample_per_episode": 4, "generation_batch_size": 4,
                                   "train_global_batch_size": 4, "train_micro_batch_size": 4,
-                                  "num_episode": 1, "progress": False},
+                                  "num_episode": 1, "progress": False,
+                                  "ray_worker_threads": "share"},
                  "models": {"wide": {"parallel": {"tp": 2}, "trainable": False},
                             "dp": {"parallel": {"dp": 2}, "trainable": False},
                             "trainer": {}}})

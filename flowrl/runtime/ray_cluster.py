@@ -102,16 +102,21 @@ def start_local(resources: dict[str, float]) -> None:
              _system_config={"worker_niceness": 0})
 
 
-def worker_threads(driver_threads: int, replica_devices: int, total_devices: int) -> int:
-    """Torch threads for one worker process: its share of the driver's threads, by devices.
+def worker_threads(setting: str | int, driver_threads: int, replica_devices: int,
+                   total_devices: int) -> int:
+    """Torch threads for one worker process (``runtime_args.ray_worker_threads``).
 
-    ``driver_threads * replica_devices / total_devices`` (floor), at least 1: the workers of
-    all groups run at once, so each giving itself the driver's count would oversubscribe the
-    cores (OpenMP's spinning threads then slow every worker many times over). A driver on
-    one thread (the tests, the examples) gives every worker one thread, as the local
-    runtime computes, so Ray and local results stay bit-identical.
+    ``"driver"``: the driver's count, as the local runtime computes (bit-identical results).
+    ``"share"``: ``driver_threads * replica_devices / total_devices`` (floor), at least 1: when
+    the workers of several groups run at once on one machine, each taking the driver's count
+    oversubscribes the cores (OpenMP's spinning threads then slow every worker many times
+    over). A number: that many.
     """
-    return max(1, driver_threads * replica_devices // max(1, total_devices))
+    if setting == "driver":
+        return driver_threads
+    if setting == "share":
+        return max(1, driver_threads * replica_devices // max(1, total_devices))
+    return int(setting)
 
 
 # ---- sending modules to workers -----------------------------------------------------------

@@ -171,7 +171,8 @@ class RayExecutor:
         for g in self.groups:
             pg = self._reserve(g, placement_group)
             per = max(1, len(g.devices) // g.replicas)
-            threads = worker_threads(torch.get_num_threads(), per, n_devices)
+            threads = worker_threads(self.config.runtime_args.ray_worker_threads,
+                                     torch.get_num_threads(), per, n_devices)
             blobs = {m: self._blobs[m] for m in g.models}
             self.workers[g.name] = [
                 remote_worker.options(
