@@ -11,11 +11,9 @@ import torch
 import flowrl
 from flowrl import BaseModule, Engine, StageError, flow
 from ppo_setup import build_ppo
-from tiny_engines import one_thread  # noqa: F401 (fixture)
 
 ray = pytest.importorskip("ray")
-# one driver thread: every worker then runs one too, as the local run does (bit-identical)
-pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,13 +14,11 @@ import pytest
 
 from flowrl import StageError
 from ppo_setup import build_ppo
-from tiny_engines import one_thread  # noqa: F401 (fixture)
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-# one driver thread: every worker then runs one too, as the local run does (bit-identical)
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 NODE_A = ("policy", "reference", "ppo_policy")
 NODE_B = ("reward", "value", "ppo_value")
