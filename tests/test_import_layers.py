@@ -16,6 +16,7 @@ import ast
 from pathlib import Path
 
 import networkx as nx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "flowrl"
 
@@ -29,14 +30,7 @@ LAYERS = {
 }
 
 #: Permanent, deliberate exceptions: (importer, imported) -> why.
-ALLOWED = {
-    ("flowrl.ir.schedule", "flowrl.report.text"):
-        "Schedule.explain(): documented convenience API, imported only when called",
-    ("flowrl.ir.schedule", "flowrl.report.trace"):
-        "Schedule.to_chrome_trace(): documented convenience API, imported only when called",
-    ("flowrl.ir.schedule", "flowrl.report.plot"):
-        "Schedule.plot_memory(): documented convenience API, imported only when called",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 #: Violations outside the compiler / ir / report packages that exist today.
 #: TODO(issue 11): the runtime re-layering removes these; delete each entry with its import.
@@ -149,3 +143,15 @@ def test_checker_sees_function_level_imports_and_skips_type_checking():
     src = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import flowrl.cli\n"
            "def f():\n    from flowrl.engines import engine\n")
     assert [t for t, _ in _imports("flowrl.ir.probe", src)] == ["flowrl.engines.engine"]
+
+
+def test_schedule_renderers_come_from_report_and_name_it_when_missing(monkeypatch):
+    import flowrl.report  # noqa: F401  (registers the renderers)
+    from flowrl.errors import FlowRLError
+    from flowrl.ir import schedule as ir_schedule
+    from flowrl.report.text import explain_text
+
+    assert ir_schedule.RENDERERS["explain"] is explain_text
+    monkeypatch.setattr(ir_schedule, "RENDERERS", {})
+    with pytest.raises(FlowRLError, match=r"Schedule.explain\(\).*import flowrl.report"):
+        ir_schedule._renderer("explain")

@@ -11,13 +11,14 @@ PNG) lives in :mod:`flowrl.report`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from flowrl.ir import serialize
+from flowrl.errors import FlowRLError
 from flowrl.ir.graph import FlowGraph
 from flowrl.ir.ops import (Estimates, MemoryPoint, MemoryReport, Mesh, Op, OpKind,  # noqa: F401
                            WorkerGroup, group_workers)
 from flowrl.ir.pipeline import PipelinePlan
+from flowrl.ir.serialize import schedule_from_json, schedule_to_json
 
 
 @dataclass
@@ -49,30 +50,35 @@ class Schedule:
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``flowrl.schedule/1`` JSON object (see docs/compiler.md)."""
-        return serialize.schedule_to_json(self)
+        return schedule_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Schedule":
         """Inverse of :meth:`to_json`."""
-        return serialize.schedule_from_json(data, cls)
+        return schedule_from_json(data, cls)
 
     # Convenience for users and docs (``schedule.explain()``). The renderers live in
-    # flowrl.report (rich, matplotlib) and are imported only when called: the one allowed
-    # upward import of the ir package (see tests/test_import_layers.py).
+    # flowrl.report (above the ir layer, for the CLI and reports), which registers them in
+    # RENDERERS when it is imported: the ir package never imports its renderers.
     def explain(self) -> str:
         """A human-readable report: DAG, meshes, ops with times, memory, iteration time."""
-        from flowrl.report.text import explain_text
-
-        return explain_text(self)
+        return _renderer("explain")(self)
 
     def to_chrome_trace(self, path: str) -> str:
         """Write the estimated iteration timeline as a Chrome/Perfetto trace; returns the path."""
-        from flowrl.report.trace import write_chrome_trace
-
-        return write_chrome_trace(self, path)
+        return _renderer("to_chrome_trace")(self, path)
 
     def plot_memory(self, path: str) -> str:
         """Plot per-device memory over the iteration (before/after offload) to a PNG."""
-        from flowrl.report.plot import plot_memory
+        return _renderer("plot_memory")(self, path)
 
-        return plot_memory(self, path)
+
+#: ``Schedule`` method name -> the flowrl.report function behind it (filled by flowrl.report).
+RENDERERS: dict[str, Callable[..., str]] = {}
+
+
+def _renderer(name: str) -> Callable[..., str]:
+    if name not in RENDERERS:
+        raise FlowRLError(f"Schedule.{name}() renders through flowrl.report, which is not "
+                          f"loaded: `import flowrl.report` first")
+    return RENDERERS[name]

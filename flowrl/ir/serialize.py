@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowrl.ir.cluster import ClusterSpec
 from flowrl.ir.graph import CallNode, FlowGraph
 from flowrl.ir.ops import Estimates, MemoryReport, Mesh, Op, group_workers
 from flowrl.ir.pipeline import PipelinePlan
 
-if TYPE_CHECKING:  # the Schedule class is passed in, so this module never imports it
-    from flowrl.ir.schedule import Schedule
+# The Schedule class is passed in (``cls``), so this module never imports it (that would be
+# an import cycle with flowrl.ir.schedule): schedules are typed ``Any`` here.
 
 SCHEMA = "flowrl.schedule/1"
 
@@ -40,7 +40,7 @@ def graph_from_json(d: dict[str, Any]) -> FlowGraph:
     return g
 
 
-def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
+def schedule_to_json(schedule: Any) -> dict[str, Any]:
     """The ``flowrl.schedule/1`` object (plain JSON types only)."""
     cluster = schedule.cluster
     out = {
@@ -60,7 +60,7 @@ def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
     return out
 
 
-def schedule_from_json(data: dict[str, Any], cls: type[Schedule]) -> Schedule:
+def schedule_from_json(data: dict[str, Any], cls: type) -> Any:
     """Rebuild a ``cls`` (:class:`~flowrl.ir.schedule.Schedule`) from
     :func:`schedule_to_json` output."""
     if data.get("schema") != SCHEMA:
@@ -78,7 +78,7 @@ def schedule_from_json(data: dict[str, Any], cls: type[Schedule]) -> Schedule:
         pipeline=PipelinePlan.from_dict(data["pipeline"]) if data.get("pipeline") else None)
 
 
-def write_schedule_file(schedule: Schedule, path: str | Path) -> Path:
+def write_schedule_file(schedule: Any, path: str | Path) -> Path:
     """Write ``schedule`` as JSON to ``path`` (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
