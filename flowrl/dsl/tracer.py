@@ -1,4 +1,4 @@
-"""Tracing a ``@flow`` function into a :class:`~flowrl.compiler.ir.FlowGraph`.
+"""Tracing a ``@flow`` function into a :class:`~flowrl.ir.FlowGraph`.
 
 Like ``torch.fx``'s symbolic tracing: the function runs once on a :class:`DataProxy`
 standing for its input batch. While it runs, the public methods of the modules the flow uses

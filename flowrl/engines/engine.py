@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from flowrl import context
-from flowrl.compiler.ir import FlowGraph, Schedule
 from flowrl.config import FlowRLConfig
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
 from flowrl.engines.evaluator import Evaluator  # noqa: F401 (also imported from here)
 from flowrl.errors import ConfigError, FlowRLError, FlowTypeError
+from flowrl.ir import FlowGraph, Schedule
 from flowrl.models.base import BaseModule, flow_methods
 from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset, check_prompts

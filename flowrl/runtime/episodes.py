@@ -208,8 +208,7 @@ class EpisodeRunner:
         task = progress.add_task(f"  rollout {self.episode + 1}", total=n_batches) \
             if progress else None
         self.buffer.clear()
-        n = self.args.num_inference_per_prompt
-        batches = [repeat_samples(self.prompts.next(), n) for _ in range(n_batches)]
+        batches = self._prompt_batches()
         results = []
         # run_many lets a distributed executor pipeline the batches across devices.
         for res in self.executor.run_many("rollout", batches, self.episode * n_batches):
@@ -223,6 +222,12 @@ class EpisodeRunner:
             progress.remove_task(task)
         check_bound(self.buffer.samples, self.episode, 0)
         return results
+
+    def _prompt_batches(self) -> list[dict[str, Any]]:
+        """The next episode's prompt batches, each prompt repeated ``num_inference_per_prompt``
+        times in a row (the rollout flow always sees ``generation_batch_size`` samples)."""
+        n = self.args.num_inference_per_prompt
+        return [repeat_samples(self.prompts.next(), n) for _ in range(self.spec.rollout_runs)]
 
     def _samples(self, res: FlowResult, episode: int, expected: int | None = None
                  ) -> list[dict[str, Any]]:
@@ -285,8 +290,7 @@ class EpisodeRunner:
         """Submit the rollout whose samples train ``episode``: the next prompt batches (the
         synchronous loop's episode ``episode`` draws the same), iterations and error
         messages of that episode."""
-        n_batches, n = self.spec.rollout_runs, self.args.num_inference_per_prompt
-        batches = [repeat_samples(self.prompts.next(), n) for _ in range(n_batches)]
+        n_batches, batches = self.spec.rollout_runs, self._prompt_batches()
         current, self.executor.episode = self.executor.episode, episode
         t0 = time.perf_counter()
         try:

@@ -1,4 +1,4 @@
-"""``RayExecutor``: the same :class:`~flowrl.compiler.ir.Schedule` on Ray actors.
+"""``RayExecutor``: the same :class:`~flowrl.ir.Schedule` on Ray actors.
 
 One placement group per worker group (device mesh), one bundle per device (a custom
 ``flowrl_device`` resource stands for a device on CPU-only machines), one actor per replica;
