@@ -1,23 +1,34 @@
 """The cost model: estimated seconds for calls, transfers and parameter syncs.
 
 Notation: ``P`` parameters, ``B`` samples in the call, ``S`` sequence length (prompt +
-response), ``S_p`` prompt length, ``N`` new tokens, ``n = tp*pp*dp`` devices of the mesh,
-``F`` achieved FLOP/s per device (peak x ``flops_efficiency``), ``BW`` device memory
-bandwidth, ``W`` weight bytes.
+response), ``S_p`` prompt length, ``N`` new tokens, ``L`` layers, ``h`` hidden size, ``n =
+tp*pp*dp`` devices of the mesh (the mesh's parallel sizes are the layout: a planner may give
+a model another layout than its config), ``F`` achieved FLOP/s per device (peak x
+``flops_efficiency``), ``BW`` device memory bandwidth, ``W`` weight bytes.
 
+* tensor-parallel communication (``tp > 1``, Megatron-style): every layer all-reduces its
+  activations twice per forward pass (after attention and after the MLP), twice more in the
+  backward pass; a ring all-reduce of ``x`` bytes over ``tp`` ranks takes
+  ``2 (tp - 1) / tp * x / link + latency`` (NVLink-class inside a node, the network when the
+  group spans nodes; ``latency``: ``collective_latency_us``). A pipeline stage holds
+  ``L / pp`` layers; stages work on different micro-batches at once.
 * forward (scoring, ``forward_step`` of a non-generating model): ``2 P B S`` FLOPs spread
   over ``n`` devices, but never faster than reading the weight shard once:
-  ``max(2PBS / (n F), W / (tp pp) / BW)``.
-* generate: prefill as a forward over ``S_p`` tokens, then ``N`` decode steps per replica
-  (``b = ceil(B / dp)`` sequences). A decode step reads all weights of the replica (pipeline
-  stages run one after another, so ``pp`` does not help) plus the KV cache, or is bound by
-  its FLOPs, whichever is slower (memory-bandwidth-bound decode):
-  ``N * max((W + b * kv * (S_p + N/2)) / tp / BW, 2 P b / (tp F))``.
+  ``max(2PBS / (n F), W / (tp pp) / BW)``, plus its TP all-reduces.
+* generate = prefill + decode. Prefill is a forward over the ``S_p`` prompt tokens
+  (compute-bound). Decode is ``N`` steps per replica (``b = ceil(B / dp)`` sequences), each
+  memory-bound: it reads all weights of the replica (pipeline stages run one after another,
+  so ``pp`` does not help) plus the KV cache (``kv_cache_bytes``: grouped-query attention
+  counts ``num_kv_heads``), or is bound by its FLOPs, whichever is slower, plus ``2 L``
+  latency-bound all-reduces of ``b h`` bytes:
+  ``N * (max((W/tp + KV(b, S_p + N/2)) / BW, 2 P b / (tp F)) + 2 L allreduce(b h))``.
 * train (one ``train_step`` over a global batch of ``G`` samples): ``6 P G S`` FLOPs
   (forward + backward) over ``n`` devices, times the pipeline bubble
-  ``1 + (pp - 1) / micro_steps``; plus the optimizer update reading and writing weights,
-  grads and the optimizer shard at ``BW``; plus the data-parallel gradient all-reduce
+  ``1 + (pp - 1) / micro_steps``; plus ``4 L / pp`` TP all-reduces of the replica's
+  activations; plus the optimizer update reading and writing weights, grads and the
+  optimizer shard at ``BW``; plus the data-parallel gradient all-reduce
   ``2 (dp - 1) / dp * grad_shard / link``.
+* a weightless model (a rule reward): ``cpu_seconds_per_sample * B / dp`` on the host.
 * offload / onload: ``bytes per device / host bandwidth`` (devices transfer in parallel).
 * sync (trainer -> inference model): on the same devices with the same sharding a device copy
   (``2 * shard / BW``); otherwise each destination device receives its shard over the link
@@ -58,45 +69,108 @@ def micro_batch_per_replica(args: RuntimeArgs, dp: int) -> int:
     return max(1, math.ceil(args.train_micro_batch_size / dp))
 
 
+def allreduce_time(nbytes: float, devices: tuple[int, ...], cluster: ClusterSpec) -> float:
+    """Seconds of one ring all-reduce of ``nbytes`` over ``devices`` (0 for one device)."""
+    n = len(devices)
+    if n <= 1:
+        return 0.0
+    return 2 * (n - 1) / n * nbytes / cluster.link_bandwidth(devices) + \
+        cluster.collective_latency(devices)
+
+
+def tp_group(mesh: Mesh) -> tuple[int, ...]:
+    """Devices of the mesh's first tensor-parallel group (tp is the innermost dimension)."""
+    return tuple(mesh.devices[:mesh.tp])
+
+
+def tp_comm_time(res: ModelResources, mesh: Mesh, tokens: int, cluster: ClusterSpec,
+                 passes: int = 1, layers: int | None = None) -> float:
+    """Seconds of the tensor-parallel all-reduces of one replica processing ``tokens`` tokens:
+    ``2 * passes`` all-reduces of ``tokens * h`` activations per layer (``passes``: 1 for a
+    forward, 2 for forward + backward); ``layers`` default: one pipeline stage's ``L / pp``."""
+    if mesh.tp <= 1 or res.weightless:
+        return 0.0
+    layers = math.ceil(res.num_layers / mesh.pp) if layers is None else layers
+    per = allreduce_time(tokens * res.hidden_size * res.dtype_bytes, tp_group(mesh), cluster)
+    return 2 * passes * layers * per
+
+
+def kv_cache_bytes(res: ModelResources, mesh: Mesh, batch: int,
+                   context: float | None = None) -> float:
+    """KV-cache bytes per device of ``ceil(batch / dp)`` sequences of ``context`` tokens
+    (default ``max_seq_len``): the rank's share of the KV heads (see
+    :meth:`ModelResources.kv_bytes_per_token_per_rank`) of its stage's ``L / pp`` layers."""
+    b = math.ceil(batch / mesh.dp)
+    ctx = res.max_seq_len if context is None else context
+    return b * ctx * res.kv_bytes_per_token_per_rank(mesh.tp) / mesh.pp
+
+
+def cpu_time(res: ModelResources, mesh: Mesh, batch: int) -> float:
+    """Host seconds of a call over ``batch`` samples, split over the model's workers."""
+    return res.cpu_seconds_per_sample * math.ceil(batch / mesh.dp)
+
+
 def forward_time(res: ModelResources, mesh: Mesh, batch: int, seq: int,
                  cluster: ClusterSpec) -> float:
+    """A scoring forward (or a prefill) over ``batch`` sequences of ``seq`` tokens."""
+    if res.weightless:
+        return cpu_time(res, mesh, batch)
     flops = 2 * res.num_params * batch * seq
-    weights_read = res.weight_bytes / res.mp / cluster.memory_bandwidth
-    return max(flops / (len(mesh.devices) * cluster.flops), weights_read)
+    weights_read = res.weight_bytes / (mesh.tp * mesh.pp) / cluster.memory_bandwidth
+    comm = tp_comm_time(res, mesh, math.ceil(batch / mesh.dp) * seq, cluster)
+    return max(flops / (len(mesh.devices) * cluster.flops), weights_read) + comm
+
+
+def prefill_time(res: ModelResources, mesh: Mesh, batch: int, cluster: ClusterSpec) -> float:
+    """Prompt processing: a compute-bound forward over the ``S_p`` prompt tokens."""
+    return forward_time(res, mesh, batch, res.prompt_len, cluster)
+
+
+def decode_step_time(res: ModelResources, mesh: Mesh, batch: int, context: float,
+                     cluster: ClusterSpec) -> float:
+    """One decode step of ``ceil(batch / dp)`` sequences at ``context`` tokens: weights + KV
+    read (memory-bound), or its FLOPs if slower, plus ``2 L`` small TP all-reduces."""
+    b = math.ceil(batch / mesh.dp)
+    step_bytes = res.weight_bytes / mesh.tp + kv_cache_bytes(res, mesh, batch, context) * mesh.pp
+    step_flops = 2 * res.num_params * b / mesh.tp
+    comm = tp_comm_time(res, mesh, b, cluster, layers=res.num_layers)
+    return max(step_bytes / cluster.memory_bandwidth, step_flops / cluster.flops) + comm
 
 
 def decode_time(res: ModelResources, mesh: Mesh, batch: int, cluster: ClusterSpec) -> float:
-    b = math.ceil(batch / mesh.dp)
+    """``N`` decode steps at the average context ``S_p + N / 2``."""
     n = res.max_new_tokens
-    avg_ctx = res.prompt_len + n / 2
-    step_bytes = (res.weight_bytes + b * res.kv_bytes_per_token * avg_ctx) / res.tp
-    step_flops = 2 * res.num_params * b / res.tp
-    return n * max(step_bytes / cluster.memory_bandwidth, step_flops / cluster.flops)
+    return n * decode_step_time(res, mesh, batch, res.prompt_len + n / 2, cluster)
 
 
 def generate_time(res: ModelResources, mesh: Mesh, batch: int, cluster: ClusterSpec) -> float:
-    return forward_time(res, mesh, batch, res.prompt_len, cluster) + \
-        decode_time(res, mesh, batch, cluster)
+    if res.weightless:
+        return cpu_time(res, mesh, batch)
+    return prefill_time(res, mesh, batch, cluster) + decode_time(res, mesh, batch, cluster)
 
 
 def train_time(res: ModelResources, mesh: Mesh, args: RuntimeArgs, cluster: ClusterSpec) -> float:
     g = args.train_global_batch_size
     flops = 6 * res.num_params * g * res.max_seq_len
     micro_steps = max(1, math.ceil(g / mesh.dp / micro_batch_per_replica(args, mesh.dp)))
-    bubble = 1 + (res.pp - 1) / micro_steps
+    bubble = 1 + (mesh.pp - 1) / micro_steps
     compute = flops / (len(mesh.devices) * cluster.flops) * bubble
-    shard = (res.weight_bytes + res.grad_bytes) / res.mp + res.optimizer_bytes / len(mesh.devices)
+    mp = mesh.tp * mesh.pp
+    shard = (res.weight_bytes + res.grad_bytes) / mp + res.optimizer_bytes / len(mesh.devices)
     update = 2 * shard / cluster.memory_bandwidth
+    comm = tp_comm_time(res, mesh, math.ceil(g / mesh.dp) * res.max_seq_len, cluster, passes=2)
     allreduce = 0.0
     if mesh.dp > 1:
-        allreduce = 2 * (mesh.dp - 1) / mesh.dp * (res.grad_bytes / res.mp) / \
+        allreduce = 2 * (mesh.dp - 1) / mesh.dp * (res.grad_bytes / mp) / \
             cluster.link_bandwidth(mesh.devices)
-    return compute + update + allreduce
+    return compute + comm + update + allreduce
 
 
 def call_time(kind: CallKind, res: ModelResources, mesh: Mesh, args: RuntimeArgs,
               cluster: ClusterSpec) -> float:
     """Estimated seconds of one call of ``kind`` on ``mesh``."""
+    if res.weightless:
+        return cpu_time(res, mesh, call_batch(kind, args))
     if kind == "train":
         return train_time(res, mesh, args, cluster)
     batch = call_batch(kind, args)
@@ -113,7 +187,8 @@ def transfer_time(bytes_per_device: int, cluster: ClusterSpec) -> float:
 def sync_time(src: ModelResources, src_mesh: Mesh, dst: ModelResources, dst_mesh: Mesh,
               cluster: ClusterSpec) -> float:
     """Copy the trainer's weights into the inference model (see module docstring)."""
-    shard = dst.weight_bytes / dst.mp
-    if src_mesh.devices == dst_mesh.devices and (src.tp, src.pp) == (dst.tp, dst.pp):
+    shard = dst.weight_bytes / (dst_mesh.tp * dst_mesh.pp)
+    if src_mesh.devices == dst_mesh.devices and \
+            (src_mesh.tp, src_mesh.pp) == (dst_mesh.tp, dst_mesh.pp):
         return 2 * shard / cluster.memory_bandwidth
     return shard / cluster.link_bandwidth(set(src_mesh.devices) | set(dst_mesh.devices))

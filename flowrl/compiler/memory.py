@@ -10,9 +10,11 @@ Persistent state per model and device (its mesh has ``tp*pp*dp`` devices):
 
 Transient memory of the running op, on the devices of its mesh (``b`` samples per replica):
 
-* generate: KV cache ``b * S * kv_per_token / (tp*pp)`` (``kv_per_token = 2 * L * h *
-  dtype_bytes``) + prefill activations ``4 * b * S_p * h * dtype_bytes / tp`` + last-token
-  fp32 logits ``4 * b * V / tp``;
+* generate: KV cache ``b * S * kv_per_token_per_rank / pp`` (``kv_per_token = 2 * L *
+  kv_heads * head_dim * dtype_bytes``; a tensor-parallel rank holds ``max(kv_heads / tp, 1)``
+  of the KV heads: grouped-query attention, see
+  :func:`~flowrl.compiler.costmodel.kv_cache_bytes`) + prefill activations
+  ``4 * b * S_p * h * dtype_bytes / tp`` + last-token fp32 logits ``4 * b * V / tp``;
 * forward: activations ``4 * b * S * h * dtype_bytes / tp`` + fp32 logits ``4 * b * S * V / tp``;
 * train: activations with selective recompute ``34 * S * m * h * L / tp * dtype_bytes / 2``
   (``m`` micro-batch samples per replica; with 1F1B a stage holds ``pp`` micro-batches of
@@ -20,6 +22,9 @@ Transient memory of the running op, on the devices of its mesh (``b`` samples pe
   ``8 * m * S * V / tp``;
 * sync: one bucket of ``sync_bucket_mb`` (at most the weight shard) on source and
   destination devices.
+
+A weightless model (a rule reward) holds no device state and no working memory.
+The parallel sizes are the mesh's (the layout placement chose), not the config's.
 
 "Before offload" assumes every model's state stays resident all the time.
 """
@@ -29,7 +34,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from flowrl.compiler.costmodel import CallKind, call_batch, call_kind, micro_batch_per_replica
+from flowrl.compiler.costmodel import (CallKind, call_batch, call_kind, kv_cache_bytes,
+                                       micro_batch_per_replica)
 from flowrl.compiler.resources import ModelResources, episode_spec
 from flowrl.config import RuntimeArgs
 from flowrl.ir import ClusterSpec, EpisodeSpec, FlowGraph, Mesh, Op
@@ -104,27 +110,33 @@ class MemoryModel:
 
 
 def state_bytes(res: ModelResources, mesh: Mesh) -> dict[str, int]:
-    """Per-device bytes of each kind of persistent state."""
-    out = {"weights": math.ceil(res.weight_bytes / res.mp)}
+    """Per-device bytes of each kind of persistent state (none for a weightless model)."""
+    if res.weightless:
+        return {}
+    mp = mesh.tp * mesh.pp
+    out = {"weights": math.ceil(res.weight_bytes / mp)}
     if res.trainable:
-        out["grads"] = math.ceil(res.grad_bytes / res.mp)
+        out["grads"] = math.ceil(res.grad_bytes / mp)
         out["optimizer"] = math.ceil(res.optimizer_bytes / len(mesh.devices))
     return out
 
 
 def transient_bytes(kind: CallKind, res: ModelResources, mesh: Mesh, args: RuntimeArgs) -> int:
     """Per-device working memory of one call (see the module docstring)."""
-    h, v, dt = res.hidden_size, res.vocab_size, res.dtype_bytes
+    if res.weightless:
+        return 0
+    h, v, dt, tp = res.hidden_size, res.vocab_size, res.dtype_bytes, mesh.tp
     s = res.max_seq_len
     if kind == "train":
         m = micro_batch_per_replica(args, mesh.dp)
-        act = 34 * s * m * h * res.num_layers / res.tp * dt / 2
-        return int(act + 8 * m * s * v / res.tp)
-    b = math.ceil(call_batch(kind, args) / mesh.dp)
+        act = 34 * s * m * h * res.num_layers / tp * dt / 2
+        return int(act + 8 * m * s * v / tp)
+    batch = call_batch(kind, args)
+    b = math.ceil(batch / mesh.dp)
     if kind == "generate":
-        kv = b * s * res.kv_bytes_per_token / res.mp
-        return int(kv + 4 * b * res.prompt_len * h * dt / res.tp + 4 * b * v / res.tp)
-    return int(4 * b * s * h * dt / res.tp + 4 * b * s * v / res.tp)
+        kv = kv_cache_bytes(res, mesh, batch)
+        return int(kv + 4 * b * res.prompt_len * h * dt / tp + 4 * b * v / tp)
+    return int(4 * b * s * h * dt / tp + 4 * b * s * v / tp)
 
 
 def memory(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
@@ -153,7 +165,7 @@ def memory(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
         for call in graphs[role].calls():
             res, mesh = resources[call.model], placement[call.model]
             kind = call_kind(call, role, res)
-            need = {(call.model, "weights")}
+            need = {(call.model, "weights")} & set(items)
             if kind == "train":
                 need |= {(call.model, k) for k in ("grads", "optimizer")
                          if (call.model, k) in items}

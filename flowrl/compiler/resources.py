@@ -2,12 +2,17 @@
 
 Everything is read from the typed fields of a model's config (``shape``, ``parallel``,
 ``generation``, ``dtype``: see :mod:`flowrl.config.model`), the same fields the built-in
-modules build and run with. Sizes come from ``shape.num_params`` or from
-``shape.num_layers``/``hidden_size``/``vocab_size`` (``P = 12 * L * h^2 + V * h``:
+modules build and run with. Sizes come from ``shape.num_params`` (a ``model_path``'s
+config.json fills it, counting grouped-query attention, the gated MLP and untied embeddings)
+or from ``shape.num_layers``/``hidden_size``/``vocab_size`` (``P = 12 * L * h^2 + V * h``:
 attention + MLP blocks plus a tied embedding). Whatever is missing of layers/hidden/vocab
 when ``num_params`` is given is guessed from the usual GPT aspect ratio (``L ~ h / 128``,
 ``V = 32000``); give them (or a ``model_path``) for accurate KV-cache and activation
-estimates.
+estimates. ``shape.num_heads``/``num_kv_heads`` size the KV cache (grouped-query attention).
+
+A section with no size at all and no ``model_path`` that neither trains nor generates is a
+*weightless* model (a rule reward): it holds no device state and its calls cost
+``cpu_seconds_per_sample`` per sample on the host (default :data:`DEFAULT_CPU_SECONDS`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 DEFAULT_SEQ_LEN = 2048
 DEFAULT_VOCAB = 32000
 STATE_KINDS = ("weights", "grads", "optimizer")
+#: Host seconds per sample of a weightless model's call (a rule reward: decode, regex/math
+#: check) when its section does not say; a profile replaces it with the measured time.
+DEFAULT_CPU_SECONDS = 2e-3
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,11 @@ class ModelResources:
     offload: OffloadPolicy
     generates: bool = False  # samples responses when it reads a rollout's prompts
     kv_fraction: float = 1.0  # num_kv_heads / num_heads (grouped-query attention)
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    #: no weights (a rule reward): no device state, calls cost host time per sample
+    weightless: bool = False
+    cpu_seconds_per_sample: float = 0.0
 
     @property
     def mp(self) -> int:
@@ -81,6 +94,16 @@ class ModelResources:
         return round(2 * self.num_layers * self.hidden_size * self.kv_fraction *
                      self.dtype_bytes)
 
+    def kv_bytes_per_token_per_rank(self, tp: int) -> float:
+        """KV bytes per token on one tensor-parallel rank (all layers). Ranks split the KV
+        heads; with more ranks than KV heads each rank keeps a replica of one head (how
+        Megatron and vLLM shard grouped-query attention), so GQA stops shrinking there."""
+        if self.num_kv_heads is None or self.num_heads is None:
+            return self.kv_bytes_per_token / tp
+        head_dim = self.hidden_size / self.num_heads
+        heads = max(self.num_kv_heads / tp, 1.0)
+        return 2 * self.num_layers * heads * head_dim * self.dtype_bytes
+
     def state_kinds(self) -> tuple[str, ...]:
         """Kinds of persistent device state this model holds."""
         return STATE_KINDS if self.trainable else ("weights",)
@@ -96,6 +119,14 @@ def forced_kinds(policy: OffloadPolicy) -> tuple[str, ...]:
             "all": STATE_KINDS}.get(policy, ())
 
 
+def _weightless(cfg: ModelConfig, trainable: bool, generates: bool) -> bool:
+    """No size, no checkpoint, no training, no sampling: a rule (see the module docstring)."""
+    s = cfg.shape
+    sized = any(v is not None for v in (s.num_params, s.num_layers, s.hidden_size,
+                                        s.vocab_size))
+    return not (sized or cfg.model_path or trainable or generates)
+
+
 def _size(name: str, cfg: ModelConfig) -> tuple[int, int, int, int]:
     """(num_params, layers, hidden, vocab), derived as documented above."""
     s = cfg.shape
@@ -107,7 +138,9 @@ def _size(name: str, cfg: ModelConfig) -> tuple[int, int, int, int]:
             raise CompileError(
                 f"model '{name}' has no size: set models.{name}.num_params (or "
                 f"models.{name}.num_layers, hidden_size and vocab_size; under shape: or flat, "
-                f"or a model_path with a config.json; missing: {', '.join(missing)})")
+                f"or a model_path with a config.json; missing: {', '.join(missing)}); a model "
+                f"without weights (a rule reward) gives no size at all and must not train "
+                f"or generate")
         return 12 * layers * hidden * hidden + vocab * hidden, layers, hidden, vocab
     vocab = vocab or DEFAULT_VOCAB
     if hidden is None:
@@ -140,23 +173,30 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
     out: dict[str, ModelResources] = {}
     for name in used:
         cfg = models[name]
-        p, layers, hidden, vocab = _size(name, cfg)
+        trainable = cfg.trainable if cfg.trainable is not None else name in trains
+        generates = name in synced or cfg.generation.max_new_tokens is not None
+        weightless = _weightless(cfg, trainable, generates)
+        p, layers, hidden, vocab = (0, 0, 0, 0) if weightless else _size(name, cfg)
         seq = cfg.shape.max_seq_len or flow_seq
         new = min(cfg.generation.max_new_tokens or flow_new, max(1, seq - 1))
         pinned = None
         if cfg.num_devices is not None or cfg.parallel.dp is not None:
             pinned = cfg.total_devices
-        trainable = cfg.trainable if cfg.trainable is not None else name in trains
         heads, kv_heads = cfg.shape.num_heads, cfg.shape.num_kv_heads
+        if kv_heads and not heads:  # Llama-style head size of 128
+            heads = max(kv_heads, hidden // 128)
+        cpu = cfg.cpu_seconds_per_sample
+        cpu = (DEFAULT_CPU_SECONDS if cpu is None else cpu) if weightless else (cpu or 0.0)
         out[name] = ModelResources(
             name=name, num_params=p, num_layers=layers, hidden_size=hidden, vocab_size=vocab,
             dtype=cfg.weights_dtype, trainable=trainable, tp=cfg.parallel.tp,
             pp=cfg.parallel.pp, pinned_devices=pinned,
             manual_devices=tuple(cfg.devices) if cfg.devices is not None else None,
             max_seq_len=seq, max_new_tokens=new, colocation_group=cfg.colocation_group,
-            offload=cfg.offload,
-            generates=name in synced or cfg.generation.max_new_tokens is not None,
-            kv_fraction=kv_heads / heads if heads and kv_heads else 1.0)
+            offload=cfg.offload, generates=generates,
+            kv_fraction=kv_heads / heads if heads and kv_heads else 1.0,
+            num_heads=heads, num_kv_heads=kv_heads if heads else None,
+            weightless=weightless, cpu_seconds_per_sample=cpu)
     return out
 
 

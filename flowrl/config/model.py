@@ -137,6 +137,9 @@ class ModelConfig(_Strict):
         None, min_length=1, description="Ray runtime: pin this model's workers to the nodes "
         "that offer this custom resource (e.g. node_b, from `ray start --resources`)")
     offload: OffloadPolicy = "auto"
+    cpu_seconds_per_sample: Float | None = Field(
+        None, ge=0, description="host seconds per sample of a call (a rule reward without "
+        "weights: planned from this; default 2 ms for such a model)")
     devices: list[Int] | None = Field(None, description="explicit device ids (strategy manual)")
     args: dict[str, Any] = Field(default_factory=dict, description="the module's own arguments")
 

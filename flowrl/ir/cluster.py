@@ -36,6 +36,16 @@ class ClusterSpec(BaseModel):
     inter_node_bandwidth_gbps: float = Field(25.0, gt=0,
                                              description="per device across nodes, GB/s")
     host_bandwidth_gbps: float = Field(25.0, gt=0, description="device<->host (offload), GB/s")
+    host_memory_gb: float = Field(1024.0, gt=0, description="host RAM per node, GB: where "
+                                  "offloaded state lives")
+    host_memory_utilization: float = Field(
+        0.8, gt=0, le=1, description="usable fraction of host RAM (the rest: the OS, worker "
+        "processes, datasets, pinned staging buffers)")
+    collective_latency_us: float = Field(
+        10.0, ge=0, description="fixed cost of one all-reduce inside a node, microseconds "
+        "(launch + synchronisation; dominates the tiny all-reduces of decoding)")
+    inter_node_latency_us: float = Field(30.0, ge=0,
+                                         description="the same across nodes, microseconds")
     flops_efficiency: float = Field(0.5, gt=0, le=1, description="achieved / peak FLOP/s")
     memory_utilization: float = Field(
         0.9, gt=0, le=1,
@@ -64,8 +74,19 @@ class ClusterSpec(BaseModel):
     def host_bandwidth(self) -> float:
         return self.host_bandwidth_gbps * GB
 
+    @property
+    def host_capacity_bytes(self) -> int:
+        """Bytes of offloaded state one node's host RAM may hold."""
+        return int(self.host_memory_gb * GB * self.host_memory_utilization)
+
     def node_of(self, device: int) -> int:
         return device // self.devices_per_node
+
+    def collective_latency(self, devices: tuple[int, ...] | list[int] | set[int]) -> float:
+        """Seconds of fixed cost of one collective over ``devices`` (in a node or across)."""
+        nodes = {self.node_of(d) for d in devices}
+        us = self.collective_latency_us if len(nodes) <= 1 else self.inter_node_latency_us
+        return us * 1e-6
 
     def link_bandwidth(self, devices: tuple[int, ...] | list[int] | set[int]) -> float:
         """Bytes/s between devices of this set: NVLink-class inside a node, network across."""
@@ -93,24 +114,34 @@ class ClusterSpec(BaseModel):
                    device_type="cpu", device_memory_gb=memory_gb, device_tflops=0.1,
                    memory_bandwidth_gbps=20.0, intra_node_bandwidth_gbps=10.0,
                    inter_node_bandwidth_gbps=10.0, host_bandwidth_gbps=20.0,
+                   host_memory_gb=_system_ram_bytes() / GB, collective_latency_us=50.0,
                    flops_efficiency=1.0, memory_utilization=1.0)
 
 
-#: Known device families: peak dense bf16 TFLOP/s, HBM GB/s, NVLink GB/s (per direction),
-#: PCIe GB/s, and per-memory-size overrides of the HBM bandwidth. Public spec-sheet numbers.
+#: Known device families: peak dense bf16 TFLOP/s, HBM GB/s, NVLink GB/s (per direction,
+#: inside a node), network GB/s per device across nodes (``net``: one 200/400 Gb/s NIC per
+#: device), PCIe GB/s, host RAM per node in GB (``host_mem``: the vendor's 8-GPU server, e.g.
+#: DGX H100 2 TB, DGX A100 320GB 1 TB; ``host_mem_by_mem`` per device-memory size) and
+#: per-memory-size overrides of the HBM bandwidth. Public spec-sheet numbers.
 DEVICES: dict[str, dict[str, Any]] = {
-    "H100": dict(tflops=989, bw=3350, link=450, host=50, memory=[80], bw_by_mem={94: 3900}),
-    "H200": dict(tflops=989, bw=4800, link=450, host=50, memory=[141]),
-    "H800": dict(tflops=989, bw=3350, link=200, host=50, memory=[80]),
-    "H20": dict(tflops=148, bw=4000, link=450, host=50, memory=[96]),
-    "B200": dict(tflops=2250, bw=8000, link=900, host=55, memory=[180, 192]),
-    "A100": dict(tflops=312, bw=2039, link=300, host=25, memory=[40, 80], bw_by_mem={40: 1555}),
-    "A800": dict(tflops=312, bw=2039, link=200, host=25, memory=[40, 80], bw_by_mem={40: 1555}),
-    "L40S": dict(tflops=362, bw=864, link=32, host=25, memory=[48]),
-    "L4": dict(tflops=121, bw=300, link=32, host=25, memory=[24]),
-    "A10": dict(tflops=125, bw=600, link=32, host=25, memory=[24]),
-    "V100": dict(tflops=125, bw=900, link=150, host=12, memory=[16, 32]),
-    "MI300X": dict(tflops=1307, bw=5300, link=448, host=50, memory=[192]),
+    "H100": dict(tflops=989, bw=3350, link=450, net=50, host=50, host_mem=2048, memory=[80],
+                 bw_by_mem={94: 3900}),
+    "H200": dict(tflops=989, bw=4800, link=450, net=50, host=50, host_mem=2048, memory=[141]),
+    "H800": dict(tflops=989, bw=3350, link=200, net=50, host=50, host_mem=2048, memory=[80]),
+    "H20": dict(tflops=148, bw=4000, link=450, net=50, host=50, host_mem=2048, memory=[96]),
+    "B200": dict(tflops=2250, bw=8000, link=900, net=50, host=55, host_mem=4096,
+                 memory=[180, 192]),
+    "A100": dict(tflops=312, bw=2039, link=300, net=25, host=25, host_mem=2048, memory=[40, 80],
+                 bw_by_mem={40: 1555}, host_mem_by_mem={40: 1024}),
+    "A800": dict(tflops=312, bw=2039, link=200, net=25, host=25, host_mem=2048, memory=[40, 80],
+                 bw_by_mem={40: 1555}, host_mem_by_mem={40: 1024}),
+    "L40S": dict(tflops=362, bw=864, link=32, net=25, host=25, host_mem=1024, memory=[48]),
+    "L4": dict(tflops=121, bw=300, link=32, net=12.5, host=25, host_mem=512, memory=[24]),
+    "A10": dict(tflops=125, bw=600, link=32, net=12.5, host=25, host_mem=512, memory=[24]),
+    "V100": dict(tflops=125, bw=900, link=150, net=12.5, host=12, host_mem=512,
+                 memory=[16, 32]),
+    "MI300X": dict(tflops=1307, bw=5300, link=448, net=50, host=50, host_mem=2048,
+                   memory=[192]),
 }
 
 _PATTERN = re.compile(r"^(?:(\d+)x)?(\d+)x([A-Za-z0-9]+)-(\d+(?:\.\d+)?)GB$", re.IGNORECASE)
@@ -170,7 +201,10 @@ def parse_cluster(cluster: str | ClusterSpec | dict) -> ClusterSpec:
     d = DEVICES[key]
     memory = float(mem)
     bw = d.get("bw_by_mem", {}).get(int(memory), d["bw"])
+    # A node of fewer devices than the vendor's 8-GPU server holds proportionally less RAM.
+    host_mem = d.get("host_mem_by_mem", {}).get(int(memory), d["host_mem"]) * min(1, per_node / 8)
     return _build(text, name=text, num_nodes=nodes, devices_per_node=per_node, device_type=key,
                        device_memory_gb=memory, device_tflops=d["tflops"],
                        memory_bandwidth_gbps=bw, intra_node_bandwidth_gbps=d["link"],
-                       host_bandwidth_gbps=d["host"])
+                       inter_node_bandwidth_gbps=d["net"], host_bandwidth_gbps=d["host"],
+                       host_memory_gb=host_mem)

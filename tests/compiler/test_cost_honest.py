@@ -1,0 +1,124 @@
+"""Issue 14 item 2: the cost and memory model sees grouped-query attention, tensor-parallel
+communication, host memory per node, prefill vs decode, CPU-side rule rewards and shapes from
+config.json."""
+
+import json
+
+import pytest
+
+from flowrl.compiler import compile_schedule
+from flowrl.compiler.costmodel import (allreduce_time, call_time, decode_step_time,
+                                       decode_time, forward_time, kv_cache_bytes,
+                                       prefill_time, tp_comm_time, train_time)
+from flowrl.compiler.memory import memory
+from flowrl.compiler.resources import DEFAULT_CPU_SECONDS, model_resources
+from flowrl.config import ModelConfig, RuntimeArgs
+from flowrl.errors import CompileError, OutOfMemoryAtCompileError
+from flowrl.ir import Mesh
+from flowrl.ir.cluster import parse_cluster
+
+from compiler_helpers import ARGS, METHODS, PPO_NAMES, SYNC, ppo_graphs
+
+A100_40 = parse_cluster("8xA100-40GB")
+H100 = parse_cluster("8xH100-80GB")
+TP8 = Mesh(tuple(range(8)), 8, 1, 1)
+#: examples/ppo_70b_plan.yaml's sizes and batches.
+PLAN_ARGS = RuntimeArgs(sample_per_episode=512, generation_batch_size=32,
+                        train_global_batch_size=64, train_micro_batch_size=2, progress=False)
+
+
+def llama3_70b(gqa: bool = True, **extra) -> dict:
+    heads = dict(num_heads=64, num_kv_heads=8 if gqa else 64)
+    return dict(num_params=70_000_000_000, num_layers=80, hidden_size=8192, vocab_size=128256,
+                tensor_model_parallel_size=8, shape=heads, **extra)
+
+
+def llama3_8b(**extra) -> dict:
+    return dict(num_params=8_000_000_000, num_layers=32, hidden_size=4096, vocab_size=128256,
+                tensor_model_parallel_size=2, shape=dict(num_heads=32, num_kv_heads=8), **extra)
+
+
+def plan_70b(gqa: bool = True) -> dict[str, ModelConfig]:
+    """examples/ppo_70b_plan.yaml with Llama-3's 8 KV heads (or full multi-head attention)."""
+    big = {"policy": llama3_70b(gqa, max_seq_len=2048, max_new_tokens=1024),
+           "reference": llama3_70b(gqa), "ppo_policy": llama3_70b(gqa)}
+    return {n: ModelConfig(**big.get(n, llama3_8b())) for n in PPO_NAMES}
+
+
+def test_gqa_kv_cache_of_a_llama3_70b_plan():
+    res = model_resources(plan_70b(), ppo_graphs(), SYNC)["policy"]
+    mha = model_resources(plan_70b(gqa=False), ppo_graphs(), SYNC)["policy"]
+    # 32 sequences x 2048 tokens x 80 layers x K,V x 8 heads x 128 x 2 bytes / 8 ranks
+    assert kv_cache_bytes(res, TP8, 32) == pytest.approx(32 * 2048 * 80 * 2 * 1 * 128 * 2)
+    assert kv_cache_bytes(res, TP8, 32) / 1e9 == pytest.approx(2.68, abs=0.01)
+    assert kv_cache_bytes(mha, TP8, 32) / 1e9 == pytest.approx(21.5, abs=0.05)
+    # With more ranks than KV heads each rank keeps one head: GQA stops shrinking.
+    tp16 = Mesh(tuple(range(16)), 16, 1, 1)
+    assert kv_cache_bytes(res, tp16, 32) == kv_cache_bytes(res, TP8, 32)
+
+
+def test_gqa_makes_the_70b_rollout_fit_on_a100_40gb():
+    """The generate moment fits 36 GB usable with 8 KV heads and not without; training 70B
+    still does not fit 8 x 40 GB (weights + grads alone are 35 GB per device)."""
+    for gqa, fits in ((True, True), (False, False)):
+        models = plan_70b(gqa)
+        res = model_resources(models, ppo_graphs(), SYNC)
+        meshes = {n: Mesh(tuple(range(8)), r.tp, 1, 8 // r.tp) for n, r in res.items()}
+        mem = memory(ppo_graphs(), SYNC, res, meshes, A100_40, PLAN_ARGS)
+        gen = next(m for m in mem.moments if m.op.node == "policy.forward_step")
+        need = mem.items[("policy", "weights")].per_device + gen.transient[0]
+        assert (need <= A100_40.capacity_bytes) is fits
+    with pytest.raises(OutOfMemoryAtCompileError, match="train op 'ppo_policy.train_step'"):
+        compile_schedule(ppo_graphs(), plan_70b(), SYNC, A100_40, methods=METHODS,
+                         runtime_args=PLAN_ARGS)
+    with pytest.raises(OutOfMemoryAtCompileError, match="rollout op 'policy.forward_step'"):
+        compile_schedule(ppo_graphs(), plan_70b(gqa=False), SYNC, A100_40, methods=METHODS,
+                         runtime_args=PLAN_ARGS)
+
+
+def test_tensor_parallel_all_reduces():
+    res = model_resources(plan_70b(), ppo_graphs(), SYNC)["reference"]
+    tokens = 32 * 2048
+    one = allreduce_time(tokens * 8192 * 2, TP8.devices, H100)
+    assert one == pytest.approx(2 * 7 / 8 * tokens * 8192 * 2 / 450e9 + 10e-6)
+    assert tp_comm_time(res, TP8, tokens, H100) == pytest.approx(2 * 80 * one)
+    assert tp_comm_time(res, TP8, tokens, H100, passes=2) == pytest.approx(4 * 80 * one)
+    assert tp_comm_time(res, Mesh(tuple(range(8)), 1, 1, 8), tokens, H100) == 0.0
+    # a TP group spanning two nodes all-reduces over the network: much slower
+    two = parse_cluster("2x8xH100-80GB")
+    wide = Mesh(tuple(range(16)), 16, 1, 1)
+    assert tp_comm_time(res, wide, tokens, two) > 5 * tp_comm_time(res, TP8, tokens, two)
+    # the forward pays it on top of its FLOPs
+    flops = 2 * res.num_params * 32 * 2048 / (8 * H100.flops)
+    assert forward_time(res, TP8, 32, 2048, H100) == pytest.approx(
+        flops + tp_comm_time(res, TP8, tokens, H100))
+
+
+def test_train_time_counts_tp_all_reduces():
+    res = model_resources(plan_70b(), ppo_graphs(), SYNC)["ppo_policy"]
+    tp8 = train_time(res, TP8, PLAN_ARGS, H100)
+    comm = tp_comm_time(res, TP8, 64 * 2048, H100, passes=2)
+    assert comm > 0.5  # 80 layers x 4 all-reduces of 64 x 2048 x 8192 x 2 bytes
+    no_comm = H100.model_copy(update={"intra_node_bandwidth_gbps": 1e9,
+                                      "collective_latency_us": 0.0})
+    assert tp8 - train_time(res, TP8, PLAN_ARGS, no_comm) == pytest.approx(comm, rel=1e-6)
+
+
+def test_prefill_is_compute_bound_decode_memory_bound():
+    res = model_resources(plan_70b(), ppo_graphs(), SYNC)["policy"]
+    pre = prefill_time(res, TP8, 32, H100)
+    flops = 2 * res.num_params * 32 * res.prompt_len / (8 * H100.flops)
+    assert pre >= flops and pre < 1.5 * flops
+    step = decode_step_time(res, TP8, 32, 1536, H100)
+    read = (res.weight_bytes / 8 + kv_cache_bytes(res, TP8, 32, 1536)) / H100.memory_bandwidth
+    # memory-bound: reading the weights shard + KV dominates; 160 small all-reduces on top
+    assert step == pytest.approx(read + tp_comm_time(res, TP8, 32, H100, layers=80))
+    assert read > 2 * res.num_params * 32 / 8 / H100.flops
+    assert decode_time(res, TP8, 32, H100) == pytest.approx(1024 * step)
+
+
+def test_decode_bigger_batches_cost_little_more_per_token():
+    res = model_resources(plan_70b(), ppo_graphs(), SYNC)["policy"]
+    small, big = decode_step_time(res, TP8, 8, 1536, H100), \
+        decode_step_time(res, TP8, 64, 1536, H100)
+    assert big < 2 * small  # 8x the sequences, < 2x the time: weights are read once per step
