@@ -48,13 +48,32 @@ class GenerationConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """A trainer's AdamW settings."""
+    """A trainer's AdamW settings and its learning-rate schedule.
+
+    The schedule (:mod:`flowrl.models.lr_schedule`) runs over the trainer's total optimizer
+    steps, ``num_episode x (sample_per_episode / train_global_batch_size) x
+    num_training_epoch``; without ``scheduler``/warm-up keys the lr stays constant.
+    """
 
     lr: Float = Field(1e-5, gt=0, description="learning rate")
     betas: tuple[Float, Float] = Field((0.9, 0.999), description="Adam's (beta1, beta2)")
     weight_decay: Float = Field(0.0, ge=0)
     eps: Float = Field(1e-8, gt=0)
     grad_clip: Float | None = Field(1.0, gt=0, description="max gradient norm (null: none)")
+    scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="lr decay after warm-up: constant, linear or cosine")
+    warmup_steps: Int | None = Field(None, ge=0, description="optimizer steps of linear warm-up")
+    warmup_ratio: Float | None = Field(None, ge=0, lt=1, description="warm-up as a fraction "
+                                       "of the total optimizer steps (instead of warmup_steps)")
+    min_lr_ratio: Float = Field(0.0, ge=0, le=1, description="the decay's floor, x lr")
+    fused: bool | None = Field(None, description="fused AdamW kernel (null: fused on CUDA, "
+                                                 "foreach on CPU)")
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> "OptimConfig":
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("set warmup_steps or warmup_ratio, not both")
+        return self
 
 
 class ParallelConfig(_Strict):

@@ -146,7 +146,8 @@ class DeepSpeedModule(TorchModule):
             module = self.build_model()
         optimizer = self.build_optimizer(module.parameters())
         self.engine, self.optimizer, _, self.scheduler = ds.initialize(
-            model=module, optimizer=optimizer, config=config)
+            model=module, optimizer=optimizer, config=config,
+            lr_scheduler=self.scheduler)  # optim's schedule; DeepSpeed steps it
         self.model = self.engine.module
         self.device = self.engine.device if isinstance(self.engine.device, torch.device) \
             else torch.device(self.engine.device)

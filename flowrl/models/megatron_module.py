@@ -309,6 +309,8 @@ class MegatronModule(TorchModule):
         if not self._step_is_finite(torch.stack(losses), stats["grad_norm"]):
             return {}  # the same pre-step non-finite check as TorchModule's
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return stats
 
     # ---- sync and checkpoints ---------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 
 from flowrl.errors import FlowRLError
+from flowrl.models import lr_schedule
 from flowrl.models.base import BaseModule
 from flowrl.models.finite import SKIPPED_METRIC, NonFiniteError, first_nonfinite
 
@@ -106,11 +107,20 @@ class TorchModule(BaseModule):
     def optimizer_from_config(self, cls: type[torch.optim.Optimizer] = torch.optim.AdamW,
                               params: Any = None) -> torch.optim.Optimizer:
         """``cls`` (an Adam-family optimizer) over ``params`` (default: ``self.model``'s) with
-        ``models.<name>.optim``: lr, betas, eps and weight decay. Clip with
-        ``self.model_config.optim.grad_clip`` in :meth:`train_micro_batches`."""
+        ``models.<name>.optim``: lr, betas, eps, weight decay and ``fused`` (see
+        :func:`~flowrl.models.lr_schedule.fused_kwargs`). Clip with
+        ``self.model_config.optim.grad_clip`` in :meth:`train_micro_batches`. When ``optim``
+        sets a schedule (``scheduler``, warm-up), ``self.scheduler`` becomes its ``LambdaLR``
+        (:mod:`flowrl.models.lr_schedule`), stepped after each optimizer step."""
         o = self.model_config.optim
-        params = self.model.parameters() if params is None else params
-        return cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        params = list(self.model.parameters() if params is None else params)
+        device = next((p.device for p in params if isinstance(p, torch.Tensor)), self.device)
+        optimizer = cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                        **lr_schedule.fused_kwargs(cls, o.fused, device))
+        scheduler = lr_schedule.build_scheduler(optimizer, o, self.runtime_args)
+        if scheduler is not None:
+            self.scheduler = scheduler
+        return optimizer
 
     def train_micro_batches(self, micro_batches: list[dict],
                             loss_fn: Callable[[dict], tuple[torch.Tensor, dict]],
