@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from flowrl.errors import MissingExtraError
-from flowrl.runtime import metrics as metrics_mod
+from flowrl.runtime.loggers import tensorboard as metrics_mod
 from flowrl.runtime.metrics import MetricsLogger
 from tiny_engines import TINY_DPO, build_dpo, config, one_thread  # noqa: F401
 

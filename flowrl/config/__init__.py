@@ -27,7 +27,9 @@ from flowrl.chatlearn_compat import translate_chatlearn
 from flowrl.config.model import ALIASES as MODEL_ALIASES
 from flowrl.config.model import (GenerationConfig, ModelConfig, OffloadPolicy, OptimConfig,
                                  ParallelConfig, ShapeConfig)
+from flowrl.config.batch import derive_batch_sizes
 from flowrl.config.off_policy import OffPolicyArgs
+from flowrl.config.tracking import WandbArgs
 from flowrl.config.types import Float, Int
 from flowrl.errors import ConfigError
 
@@ -97,9 +99,21 @@ class RuntimeArgs(_Strict):
         "episodes overlap training where devices are disjoint; 0: the synchronous loop")
     # Issue 13 (engineer K): correction of stale samples; see flowrl/config/off_policy.py.
     off_policy: OffPolicyArgs = Field(default_factory=OffPolicyArgs)
+    # Issue 15 (engineer R): W&B logging and the batch settings a user thinks in.
+    wandb: WandbArgs | None = Field(
+        None, description="log metrics to Weights & Biases (pip install 'flowrl[wandb]'); "
+        "default: off")
+    optimizer_steps_per_episode: Int | None = Field(
+        None, ge=1, description="optimizer steps per episode (TRL's steps_per_generation); with "
+        "sample_per_episode it derives train_global_batch_size, generation_batch_size and "
+        "train_micro_batch_size where those are not written (see flowrl/config/batch.py)")
 
     @model_validator(mode="after")
     def _batch_sizes_divide(self) -> "RuntimeArgs":
+        micro_default = type(self).model_fields["train_micro_batch_size"].default
+        # derived values go straight into __dict__: they stay "not set by the user", so a
+        # later assignment to sample_per_episode derives them again
+        self.__dict__.update(derive_batch_sizes(self, micro_default))
         checks = [
             ("sample_per_episode", self.sample_per_episode, "generation_batch_size",
              self.generation_batch_size),
@@ -195,7 +209,10 @@ def _resolve_model(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None
                 continue  # a dict key (model name): the value type is what matters
             ann = f.annotation
             args = getattr(ann, "__args__", ())
-            current = args[-1] if args and not isinstance(ann, type) else ann
+            # dict[str, M] -> M; M | None -> M
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = (models[-1] if models else args[-1]) if args and \
+                not isinstance(ann, type) else ann
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 

@@ -1,18 +1,18 @@
-"""Per-episode metrics: aggregation, a console line, a JSONL file and TensorBoard scalars."""
+"""Per-episode metrics: aggregation, and the logger that sends each episode's row to the
+console, ``metrics.jsonl``, TensorBoard and W&B (the sinks of :mod:`flowrl.runtime.loggers`)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from flowrl.errors import MissingExtraError
+from flowrl.config.tracking import WandbArgs
+from flowrl.runtime.loggers import (ConsoleSink, JsonlSink, Sink, TensorBoardSink, WandbSink,
+                                    tensorboard_dir)
 
 
 def aggregate(entries: list[tuple[str, float, str]]) -> dict[str, float]:
@@ -28,74 +28,66 @@ def aggregate(entries: list[tuple[str, float, str]]) -> dict[str, float]:
 
 
 class MetricsLogger:
-    """Writes one JSON object per episode to ``metrics.jsonl`` (and TensorBoard scalars under
-    ``output_dir/tb``) and prints a short summary line.
+    """Fans each episode's row out to its sinks: the console (every metric, grouped by
+    prefix), ``output_dir/metrics.jsonl``, TensorBoard scalars under ``output_dir/tb`` and a
+    W&B run (``wandb``: a :class:`~flowrl.config.tracking.WandbArgs`, default off).
 
     ``tensorboard``: ``True`` (an error when the package is missing), ``False``, or ``None``
-    for "when ``output_dir`` is set and tensorboard is installed".
+    for "when ``output_dir`` is set and tensorboard is installed". ``run_config`` is recorded
+    with the W&B run; ``resume`` continues the W&B run of ``output_dir``.
     """
 
-    #: metrics shown on the console line when present (all go to the file)
-    HEADLINE = ("reward", "score", "kl", "loss", "accuracy", "margin", "generated_tokens_per_s")
-
     def __init__(self, output_dir: str | None, console: Console | None = None,
-                 tensorboard: bool | None = False) -> None:
-        self.console = console or Console()
-        self.path: Path | None = None
-        self.tb_dir: Path | None = None
-        self.tb = None
-        self._purge_step: int | None = None
-        if output_dir:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-            self.path = Path(output_dir) / "metrics.jsonl"
-            installed = importlib.util.find_spec("tensorboard") is not None
-            if tensorboard and not installed:
-                raise MissingExtraError(
-                    "runtime_args.tensorboard is on but the 'tensorboard' package is not "
-                    "installed: pip install 'flowrl[tensorboard]'")
-            if tensorboard or (tensorboard is None and installed):
-                self.tb_dir = Path(output_dir) / "tb"
+                 tensorboard: bool | None = False, wandb: WandbArgs | None = None,
+                 run_config: dict[str, Any] | None = None, resume: bool = False) -> None:
+        self._console = ConsoleSink(console or Console())
+        self.output_dir = output_dir
+        self.path: Path | None = Path(output_dir) / "metrics.jsonl" if output_dir else None
+        self.tb_dir: Path | None = tensorboard_dir(output_dir, tensorboard)
+        self.wandb_mode = wandb.mode if wandb is not None else None
+        self.sinks: list[Sink] = [self._console]
+        if self.path is not None:
+            self.sinks.append(JsonlSink(self.path))
+        if self.tb_dir is not None:
+            self.sinks.append(TensorBoardSink(self.tb_dir))
+        self.wandb: WandbSink | None = None
+        if wandb is not None and wandb.mode != "disabled":
+            self.wandb = WandbSink(wandb, output_dir, run_config, resume)
+            self.sinks.append(self.wandb)
         self.history: list[dict[str, Any]] = []
 
-    def _writer(self):
-        if self.tb is None and self.tb_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+    @property
+    def console(self) -> Console:
+        """The console episodes, progress bars and notes are printed to (assignable)."""
+        return self._console.console
 
-            self.tb = SummaryWriter(str(self.tb_dir), purge_step=self._purge_step)
-        return self.tb
+    @console.setter
+    def console(self, console: Console) -> None:
+        self._console.console = console
+
+    def describe_outputs(self, run_dirs: str) -> str:
+        """One line saying where this run's outputs go: the run directory, then ``run_dirs``
+        (:func:`flowrl.runtime.rundir.describe_run_dirs`: metrics, TensorBoard,
+        checkpoints), then the W&B run's directory."""
+        wandb = self.wandb.describe() if self.wandb else (self.wandb_mode or "off")
+        return f"run dir: {self.output_dir or 'none (no output_dir)'} | {run_dirs} | W&B: {wandb}"
 
     def log(self, episode: int, metrics: dict[str, float]) -> None:
         row = {"episode": episode, **{k: _clean(v) for k, v in sorted(metrics.items())}}
         self.history.append(row)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-        tb = self._writer()
-        if tb is not None:
-            for k, v in row.items():
-                if k != "episode" and v is not None:
-                    tb.add_scalar(k, v, episode)
-            tb.flush()
-        shown = [f"{k}={v:.3g}" for k, v in row.items()
-                 if v is not None and k.split("/")[-1] in self.HEADLINE]
-        self.console.print(f"[bold]episode {episode}[/bold] " + " ".join(shown), highlight=False,
-                           soft_wrap=True)
+        for sink in self.sinks:
+            sink.log(row)
 
     def restore(self, history: list[dict[str, Any]]) -> None:
         """Continue from a checkpoint's history: ``metrics.jsonl`` is rewritten to exactly those
         rows (dropping any logged after the checkpoint) and TensorBoard purges later steps."""
         self.history = [dict(r) for r in history]
-        if self.path is not None:
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-            os.replace(tmp, self.path)
-        self.close()
-        self._purge_step = (self.history[-1]["episode"] + 1) if self.history else None
+        for sink in self.sinks:
+            sink.restore(self.history)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+        for sink in self.sinks:
+            sink.close()
 
 
 def _clean(v: float) -> float | None:
