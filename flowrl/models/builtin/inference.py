@@ -1,0 +1,77 @@
+"""What the built-in inference modules share: a frozen :class:`~flowrl.models.hf.HFModule`
+whose loading errors name ``models.<name>.model_path`` and the directory, and the rollout's
+full sequence (prompt + response) that every scorer runs on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flowrl.errors import ConfigError
+from flowrl.models.hf import HFModule, load_tokenizer
+
+
+def full_sequence(batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(tokens, attention_mask, prompt_len)`` of a rollout batch: ``prompt ++ response``.
+
+    The prompt block is left-padded and the response is padded after EOS, so the response's
+    first token always sits at column ``prompt_len``.
+    """
+    return (torch.cat([batch["prompt"], batch["response"]], 1),
+            torch.cat([batch["prompt_mask"].long(), batch["response_mask"].long()], 1),
+            batch["prompt"].shape[1])
+
+
+def require_keys(model: str, method: str, batch: dict, keys: tuple[str, ...]) -> None:
+    """A step's input must hold ``keys``; the error names the model, the step and what is there."""
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ConfigError(
+            f"models.{model}: {method} needs batch keys {', '.join(missing)} (has "
+            f"{', '.join(sorted(batch)) or 'none'}); feed it the policy's rollout output")
+
+
+class FrozenHFModule(HFModule):
+    """An :class:`HFModule` used for inference only: loaded from ``models.<name>.model_path``
+    with errors that name the setting and the directory, kept in eval mode without gradients."""
+
+    def model_dir(self) -> Path:
+        """``models.<name>.model_path`` as an existing directory (else :class:`ConfigError`)."""
+        path = Path(self.model_path)  # ConfigError when unset
+        if not path.is_dir():
+            raise ConfigError(f"models.{self.name}.model_path: directory {path} does not exist "
+                              f"(flowrl loads Hugging Face models from local directories)")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"models.{self.name}.model_path: {path} has no config.json; it is "
+                              f"not a Hugging Face model directory (save one with "
+                              f"model.save_pretrained(dir))")
+        return path
+
+    def load_model(self) -> nn.Module:
+        """The model of :meth:`build_model`, with load failures named after the model's dir."""
+        path = self.model_dir()
+        try:
+            return self.build_model()
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"models.{self.name}.model_path: cannot load a "
+                              f"{type(self).__name__} model from {path}: {err}") from err
+
+    def load_tokenizer(self, required: bool):
+        """The tokenizer saved beside the weights; ``None`` when absent and not ``required``."""
+        path = self.model_dir()
+        if not (path / "tokenizer_config.json").is_file():
+            if required:
+                raise ConfigError(f"models.{self.name}.model_path: {path} has no tokenizer "
+                                  f"(tokenizer_config.json); {type(self).__name__} needs one "
+                                  f"(save it with tokenizer.save_pretrained(dir))")
+            return None
+        return load_tokenizer(path)
+
+    def setup(self) -> None:
+        self.model = self.load_model()
+        self.tokenizer = self.load_tokenizer(required=False)
+        self.model.eval()
+        self.model.requires_grad_(False)
