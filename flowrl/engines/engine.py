@@ -15,6 +15,7 @@ from flowrl import context
 from flowrl.config import FlowRLConfig
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
+from flowrl.engines.callbacks import TrainingControl, as_callback, run_hook
 from flowrl.engines.evaluator import Evaluator  # noqa: F401 (also imported from here)
 from flowrl.errors import ConfigError, FlowRLError, FlowTypeError
 from flowrl.ir import FlowGraph, Schedule
@@ -103,6 +104,9 @@ class Engine:
         self.runner: EpisodeRunner | None = None
         self.schedule: Schedule | None = None
         self._eval_dataset: Any = None
+        self.callbacks: list[Any] = []  # see flowrl/engines/callbacks.py
+        #: set ``control.should_training_stop`` (from a callback) to end learn() early
+        self.control = TrainingControl()
 
     # ---- construction checks ---------------------------------------------------------------
     def _add_flow(self, role: str, f: Flow, known: list[BaseModule] = ()) -> None:
@@ -252,9 +256,11 @@ class Engine:
         # A prompt batch holds generation_batch_size / n prompts; the loop repeats each n times.
         stream = PromptStream(dataset, a.generation_batch_size // a.num_inference_per_prompt,
                               a.seed, shuffle=a.shuffle)
-        logger = MetricsLogger(a.output_dir, tensorboard=a.tensorboard)
-        logger.console.print(describe_run_dirs(a, logger.tb_dir), highlight=False,
-                             soft_wrap=True)
+        run_config = self.config.model_dump(mode="json") if a.wandb is not None else None
+        logger = MetricsLogger(a.output_dir, tensorboard=a.tensorboard, wandb=a.wandb,
+                               run_config=run_config, resume=resume)
+        logger.console.print(logger.describe_outputs(describe_run_dirs(a, logger.tb_dir)),
+                             highlight=False, soft_wrap=True)
         evaluate = self._evaluate if self.evaluator is not None else None
         root = a.checkpoint_root
         checkpoints = CheckpointManager(root, a.keep_last_checkpoints, logger.console) \
@@ -262,9 +268,19 @@ class Engine:
         self.runner = EpisodeRunner(self.executor, self.config, stream, logger, evaluate,
                                     modules=self.modules, checkpoints=checkpoints)
 
+    def add_callback(self, callback: Any) -> "Engine":
+        """Call ``callback`` in every later ``learn()``: a
+        :class:`~flowrl.engines.callbacks.Callback` (or any object with some of its hooks), or
+        a function ``fn(engine, episode, metrics)`` run after each episode."""
+        self.callbacks.append(as_callback(callback))
+        return self
+
     def learn(self, num_episode: int | None = None, resume: bool | None = None,
-              ) -> list[dict[str, Any]]:
+              callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
         """Train; returns one metrics row per episode (also in ``output_dir/metrics.jsonl``).
+
+        ``callbacks`` (besides those of :meth:`add_callback`) run in this ``learn()`` only; a
+        callback may end it early with ``engine.control.should_training_stop = True``.
 
         ``resume`` (default ``runtime_args.resume``): first load the newest good checkpoint
         and continue from its episode (only when this engine has not trained yet). After a
@@ -274,6 +290,7 @@ class Engine:
         """
         for observer in tuple(_LEARN_OBSERVERS):
             observer(self)
+        active = self.callbacks + [as_callback(c) for c in callbacks or []]
         resume = self.config.runtime_args.resume if resume is None else resume
         failed_at = self._failed_at
         if failed_at is not None:
@@ -287,7 +304,11 @@ class Engine:
         try:
             if resume and self.runner.episode == 0 and not self.runner.logger.history:
                 self._resume(failed_at)
-            return self.runner.run(num_episode)
+            self._hook_callbacks(active)
+            run_hook(active, "on_train_begin", self, self.runner.episode + 1)
+            rows = self.runner.run(num_episode)
+            run_hook(active, "on_train_end", self, self.runner.episode, rows)
+            return rows
         except BaseException:  # Ctrl-C too: the episode (or the resume) is half applied
             if self._failed_at is None:
                 self._failed_at = self.runner.episode + 1
@@ -295,6 +316,21 @@ class Engine:
         finally:
             self.runner.logger.close()
             self._write_profiles()
+
+    def _hook_callbacks(self, active: list[Any]) -> None:
+        """Point the episode loop's hooks at ``active`` (and clear a previous stop)."""
+        self.control.should_training_stop = False
+        runner = self.runner
+
+        def train_step(step: int, metrics: dict[str, float]) -> None:
+            run_hook(active, "on_train_step", self, runner.episode + 1, step, metrics)
+
+        def episode_end(episode: int, row: dict[str, Any]) -> bool:
+            run_hook(active, "on_episode_end", self, episode, episode, dict(row))
+            return self.control.should_training_stop
+
+        runner.on_train_step = train_step if active else None
+        runner.on_episode_end = episode_end if active else None
 
     def _resume(self, failed_at: int | None) -> None:
         if self.runner.resume() is None and failed_at is not None:

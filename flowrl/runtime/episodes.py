@@ -79,6 +79,10 @@ class EpisodeRunner:
         self._waited = 0.0  # seconds this episode waited for rollouts (pipelined)
         self.train_iteration = 0
         self.episode = 0  # episodes completed
+        #: the engine's callback hooks: after each optimizer step (step, its metrics) and
+        #: after each episode's row (episode, row) -> True to stop after this episode
+        self.on_train_step: Callable[[int, dict[str, float]], None] | None = None
+        self.on_episode_end: Callable[[int, dict[str, Any]], bool] | None = None
 
     def run(self, num_episode: int | None = None) -> list[dict[str, Any]]:
         """Run episodes until ``num_episode`` (default: the config's) have completed."""
@@ -101,11 +105,14 @@ class EpisodeRunner:
                     metrics.update(self.run_eval(self.episode))
                 self.logger.log(self.episode, metrics)
                 rows.append(self.logger.history[-1])
+                stop = bool(self.on_episode_end and self.on_episode_end(self.episode, rows[-1]))
                 every = self.args.save_episode_interval
                 if self.checkpoints is not None and every and \
-                        (self.episode % every == 0 or self.episode == total):
+                        (self.episode % every == 0 or self.episode == total or stop):
                     self.save_checkpoint()
                 progress.advance(ep_task)
+                if stop:
+                    break
         return rows
 
     def run_eval(self, episode: int) -> dict[str, float]:
@@ -337,6 +344,8 @@ class EpisodeRunner:
                     a.train_global_batch_size, a.train_micro_batch_size, gen):
                 results.append(self.executor.run("train", global_batch, self.train_iteration))
                 self.train_iteration += 1
+                if self.on_train_step is not None:
+                    self.on_train_step(self.train_iteration, aggregate(results[-1].metrics))
                 if task is not None:
                     progress.advance(task)
         if task is not None:
