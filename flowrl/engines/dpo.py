@@ -10,109 +10,16 @@ this from prompt/chosen/rejected records; :func:`preference_pairs` from sampled 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from flowrl import kernels
+# the math lives in the algorithm library; these names stay importable from here
+from flowrl.algorithms.preference import (PAIR_KEYS, SIDES, dpo_loss,  # noqa: F401
+                                          preference_pairs, select_pairs, sequence_logprobs)
 from flowrl.dsl.flow import flow
 from flowrl.engines.engine import Engine
 from flowrl.errors import ConfigError
 from flowrl.models.base import BaseModule
 
 Tensor = torch.Tensor
-
-SIDES = ("chosen", "rejected")
-#: keys of a :func:`preference_pairs` batch (declare them with ``@outputs(*PAIR_KEYS)``)
-PAIR_KEYS = ("pair_weight",) + tuple(f"{side}_{k}" for side in SIDES
-                                     for k in ("tokens", "mask", "loss_mask", "score"))
-
-
-def sequence_logprobs(logits: Tensor, tokens: Tensor, loss_mask: Tensor, average: bool = False,
-                      temperature: float = 1.0) -> Tensor:
-    """Per-sequence log-prob ``[B]`` of the tokens where ``loss_mask`` is 1.
-
-    ``logits [B, T, V]`` come from running the model on ``tokens [B, T]``: position ``t``
-    predicts token ``t + 1``. ``average``: divide by the number of counted tokens (IPO).
-    """
-    lp = kernels.token_logprobs(logits[:, :-1], tokens[:, 1:], temperature=temperature)
-    mask = loss_mask[:, 1:].to(lp.dtype)
-    total = (lp * mask).sum(-1)
-    return total / mask.sum(-1).clamp_min(1.0) if average else total
-
-
-def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
-             ref_rejected: Tensor, beta: float = 0.1, loss_type: str = "sigmoid",
-             label_smoothing: float = 0.0, weights: Tensor | None = None,
-             ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Preference loss from sequence log-probs ``[B]`` of the policy and the reference.
-
-    With ``h = (pi_c - pi_r) - (ref_c - ref_r)``:
-
-    * ``"sigmoid"`` (DPO, Rafailov et al. 2023): ``-log sigmoid(beta h)``; with
-      ``label_smoothing = e`` (conservative DPO) ``-(1-e) log sigmoid(beta h) - e log
-      sigmoid(-beta h)``.
-    * ``"ipo"`` (Azar et al. 2023): ``(h - 1 / (2 beta))^2``; use length-averaged log-probs.
-
-    ``weights [B]`` (e.g. 0 for tied pairs) make the loss a weighted mean. Stats: the
-    implicit rewards ``beta (pi - ref)`` of each side, their ``margin`` and ``accuracy``
-    (fraction of pairs where chosen's reward is higher).
-    """
-    h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
-    if loss_type == "sigmoid":
-        losses = -(1.0 - label_smoothing) * F.logsigmoid(beta * h) \
-            - label_smoothing * F.logsigmoid(-beta * h)
-    elif loss_type == "ipo":
-        losses = (h - 1.0 / (2.0 * beta)).square()
-    else:
-        raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected 'sigmoid' or 'ipo'")
-    w = torch.ones_like(losses) if weights is None else weights.to(losses.dtype)
-    denom = w.sum().clamp_min(1e-8)
-    loss = (losses * w).sum() / denom
-    with torch.no_grad():
-        chosen = beta * (policy_chosen - ref_chosen)
-        rejected = beta * (policy_rejected - ref_rejected)
-        stats = {"chosen_reward": (chosen * w).sum() / denom,
-                 "rejected_reward": (rejected * w).sum() / denom,
-                 "margin": ((chosen - rejected) * w).sum() / denom,
-                 "accuracy": ((chosen > rejected).to(w.dtype) * w).sum() / denom}
-    return loss, stats
-
-
-def select_pairs(scores: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per group of ``group_size`` consecutive scores: the best (chosen) and worst (rejected).
-
-    Returns flat indices into ``scores`` and a 0/1 ``valid`` weight per group (0 when every
-    sample of the group scored the same: such a pair carries no preference). Ties pick the
-    first sample.
-    """
-    if scores.dim() != 1 or group_size < 2 or scores.shape[0] % group_size:
-        raise ValueError(f"select_pairs needs 1-D scores in groups of group_size >= 2; got "
-                         f"shape {tuple(scores.shape)} with group_size={group_size}")
-    g = scores.view(-1, group_size)
-    base = torch.arange(g.shape[0], device=scores.device) * group_size
-    chosen, rejected = base + g.argmax(1), base + g.argmin(1)
-    valid = (g.max(1).values > g.min(1).values).float()
-    return chosen, rejected, valid
-
-
-def preference_pairs(data: dict, scores: Tensor, group_size: int) -> dict[str, Tensor]:
-    """Online DPO: the best and worst response of each prompt's group as a preference batch.
-
-    ``data`` holds sampled ``prompt``/``prompt_mask`` (left-padded) and
-    ``response``/``response_mask`` (right-padded), with the ``group_size`` samples of each
-    prompt consecutive; the result has the keys of :class:`PreferenceDataset` batches plus
-    ``pair_weight`` and the pair's scores (``chosen_score``, ``rejected_score``).
-    """
-    chosen, rejected, valid = select_pairs(scores, group_size)
-    tokens = torch.cat([data["prompt"], data["response"]], 1)
-    mask = torch.cat([data["prompt_mask"], data["response_mask"]], 1)
-    loss_mask = torch.cat([torch.zeros_like(data["prompt_mask"]), data["response_mask"]], 1)
-    out = {"pair_weight": valid}
-    for side, idx in zip(SIDES, (chosen, rejected)):
-        out[f"{side}_tokens"] = tokens[idx]
-        out[f"{side}_mask"] = mask[idx]
-        out[f"{side}_loss_mask"] = loss_mask[idx]
-        out[f"{side}_score"] = scores[idx].float()
-    return out
 
 
 class DPOEngine(Engine):
