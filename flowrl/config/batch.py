@@ -42,6 +42,11 @@ def derive_batch_sizes(args: Any, micro_default: int) -> dict[str, int]:
             f"optimizer_steps_per_episode={steps} ({per_epoch} per epoch) does not split "
             f"sample_per_episode={samples} into equal global batches "
             f"(field runtime_args.optimizer_steps_per_episode)")
+    n = args.num_inference_per_prompt
+    if samples % n:
+        raise ValueError(
+            f"num_inference_per_prompt={n} must divide sample_per_episode={samples}: an "
+            f"episode holds whole prompt groups (field runtime_args.num_inference_per_prompt)")
     global_batch = samples // per_epoch
     explicit = args.model_fields_set
     out: dict[str, int] = {}
@@ -60,6 +65,5 @@ def derive_batch_sizes(args: Any, micro_default: int) -> dict[str, int]:
     if "train_micro_batch_size" not in explicit:
         out["train_micro_batch_size"] = _largest_divisor_at_most(global_batch, micro_default)
     if "generation_batch_size" not in explicit:
-        n = args.num_inference_per_prompt
         out["generation_batch_size"] = global_batch if global_batch % n == 0 else samples
     return out
