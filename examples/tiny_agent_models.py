@@ -1,184 +1,123 @@
-"""Modules of the tiny agent examples: a char-level TinyGPT that plays multi-turn episodes
-(:class:`flowrl.agents.AgentRollout`), its reference, a GRPO trainer, and group advantages.
+"""The tasks of the tiny agent examples: a calculator tool and guess-the-number.
 
-The policy may only emit its *action vocabulary* (digits, the tool-call marker, EOS): every
-other logit is pushed to -1e6 by the model itself, so sampling, the reference and the trainer
-all see the same distribution, and random initialisation already puts 1/12 of the mass on
-each action. The calculator and guess-the-number tasks (environments and tools) live in the
-example scripts.
+The model side (a TinyGPT policy restricted to a few action tokens, its reference, GRPO
+advantages of the episode return, the trainer) is :mod:`flowrl.agents.tiny`; this file holds
+what a user writes for a task: tools, environments, data, and the agent module that ties an
+environment to the policy.
 """
 
 from __future__ import annotations
 
-import torch
+import random
+import re
 
-from flowrl import BaseModule, ConfigError, ModelConfig, TorchModule, outputs
-from flowrl.agents import AgentArgs, AgentRollout, full_sequence
-from flowrl.engines import grpo
-from flowrl.models.args import ModuleArgs
-from flowrl.models.hf import torch_dtype
-from flowrl.models.tiny_gpt import TinyGPT, TinyGPTConfig
-from flowrl.models.toy_tokenizer import ToyTokenizer
+from flowrl.agents import Environment, MarkerToolCallParser, StepResult, Tool, ToolEnvironment
+from flowrl.agents.tiny import AgentTrainer, GroupAdvantage, TinyAgent, TinyReference
+from flowrl.engines.rewards import math_answer_match
 
-ACTIONS = "0123456789!"  # what the policy may say (plus EOS)
+__all__ = ["CalculatorAgent", "CalculatorEnv", "GuessAgent", "GuessEnv", "AgentTrainer",
+           "GroupAdvantage", "TinyReference", "calculate", "make_problems", "make_games",
+           "summarise"]
 
-
-class ActionGPT(TinyGPT):
-    """A TinyGPT whose logits outside ``allowed`` ids are -1e6 (finite: masked log-probs of
-    environment tokens stay finite, and times a 0 mask give 0)."""
-
-    def __init__(self, config: TinyGPTConfig, allowed: list[int]) -> None:
-        super().__init__(config)
-        bias = torch.full((config.vocab_size,), -1e6)
-        bias[allowed] = 0.0
-        self.register_buffer("action_bias", bias, persistent=False)
-
-    def forward(self, tokens, attention_mask=None, cache=None, key_mask=None):
-        logits, cache = super().forward(tokens, attention_mask, cache, key_mask)
-        return logits + self.action_bias.to(logits.dtype), cache
+# ---- calculator ---------------------------------------------------------------------------
+_TERM = re.compile(r"[+-]?\d+")
 
 
-class TinyArgs(ModuleArgs):
-    init_seed: int = 0  # same seed -> same initial weights (policy, reference, trainer)
-    actions: str = ACTIONS
+def calculate(expression: str) -> int:
+    """Integers joined by ``+`` and ``-`` (no eval)."""
+    if not re.fullmatch(r"\d+([+-]\d+)*", expression):
+        raise ValueError(f"cannot evaluate {expression!r}")
+    return sum(int(t) for t in _TERM.findall(expression))
 
 
-def build_lm(name: str, cfg: ModelConfig, args: TinyArgs) -> ActionGPT:
-    tok = ToyTokenizer()
-    s = cfg.shape
-    if s.vocab_size not in (None, tok.vocab_size):
-        raise ConfigError(f"models.{name}.shape.vocab_size={s.vocab_size}, but the toy "
-                          f"tokenizer has {tok.vocab_size} tokens")
-    allowed = tok.encode(args.actions, bos=False) + [tok.eos_id]
-    with torch.random.fork_rng():
-        torch.manual_seed(args.init_seed)
-        model = ActionGPT(TinyGPTConfig(tok.vocab_size, d_model=s.hidden_size or 64,
-                                        n_layers=s.num_layers or 2, n_heads=s.num_heads or 4,
-                                        max_len=s.max_seq_len or 128), allowed)
-    return model.to(torch_dtype(cfg.weights_dtype))
+CALCULATOR = Tool("calculator", calculate, {
+    "type": "object", "properties": {"expression": {"type": "string", "pattern": r"^[0-9+-]+$"}},
+    "required": ["expression"]}, description="adds and subtracts integers")
 
 
-@torch.no_grad()
-def sample_turn(model: TinyGPT, contexts: list[list[int]], budgets: list[int],
-                stop_ids: set[int], pad_id: int, temperature: float) -> list[list[int]]:
-    """One turn per context, batched with a KV cache: ids as sampled, each row ending at a
-    stop id (EOS, a tool-call marker) or its budget."""
-    width = max(len(c) for c in contexts)
-    ids = torch.tensor([[pad_id] * (width - len(c)) + c for c in contexts])
-    keys = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])
-    logits, cache = model(ids, keys)
-    out: list[list[int]] = [[] for _ in contexts]
-    active = torch.tensor([b > 0 for b in budgets])
-    for _ in range(max(budgets)):
-        probs = torch.softmax(logits[:, -1].float() / temperature, -1)
-        nxt = torch.multinomial(probs, 1).squeeze(1)
-        fed = active.clone()
-        for i in torch.nonzero(active).flatten().tolist():
-            out[i].append(int(nxt[i]))
-            if int(nxt[i]) in stop_ids or len(out[i]) >= budgets[i]:
-                active[i] = False
-        if not bool(active.any()):
-            break
-        keys = torch.cat([keys, fed.long()[:, None]], 1)
-        logits, cache = model(torch.where(fed, nxt, pad_id)[:, None], cache=cache,
-                              key_mask=keys)
+class CalculatorEnv(ToolEnvironment):
+    """The calculator task: tool ``calculator``; reward 1 for the right final answer plus
+    ``call_bonus`` for the first successful tool call."""
+
+    def __init__(self, call_bonus: float = 0.1) -> None:
+        super().__init__([CALCULATOR], MarkerToolCallParser("calculator", "expression", "!"))
+        self.call_bonus, self.rewarded_call = call_bonus, False
+
+    def prepare_arguments(self, tool: str, arguments: dict) -> dict:
+        if not arguments.get("expression"):
+            return {"expression": self.sample["question"]}
+        return arguments
+
+    def final_reward(self, answer: str) -> float:
+        return math_answer_match(answer, self.sample["answer"])
+
+    def step(self, action: str) -> StepResult:
+        res = super().step(action)
+        ok_call = res.info.get("tool_calls") and not (res.info.get("tool_errors") or
+                                                      res.info.get("tool_timeouts"))
+        if ok_call and not self.rewarded_call:
+            self.rewarded_call, res.reward = True, self.call_bonus
+        return res
+
+
+class CalculatorAgent(TinyAgent):
+    class Args(TinyAgent.Args):
+        call_bonus: float = 0.1
+
+    def make_environment(self, sample):
+        return CalculatorEnv(self.typed_args.call_bonus)
+
+
+def make_problems(seed: int = 0) -> list[dict]:
+    """Every ``a-b`` with ``10 <= b <= a <= 99`` and ``a - b <= 9``, shuffled."""
+    rows = [{"prompt": f"{a}-{b}=", "question": f"{a}-{b}", "answer": str(a - b)}
+            for b in range(10, 100) for a in range(b, min(b + 10, 100))]
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+
+# ---- guess the number ---------------------------------------------------------------------
+class GuessEnv(Environment):
+    """Guess-the-number with higher/lower feedback."""
+
+    def __init__(self, turn_cost: float = 0.1) -> None:
+        self.turn_cost, self.secret, self.turns = turn_cost, 0, 0
+
+    def reset(self, sample: dict) -> str:
+        self.secret, self.turns = int(sample["secret"]), 0
+        return ""
+
+    def step(self, action: str) -> StepResult:
+        self.turns += 1
+        if not action.isdigit():  # the action vocabulary allows EOS: an empty guess
+            return StepResult("", 0.0, True, {"invalid": 1})
+        guess = int(action)
+        if guess == self.secret:
+            return StepResult("", 1.0 - self.turn_cost * (self.turns - 1), True)
+        return StepResult("+" if self.secret > guess else "-")
+
+
+class GuessAgent(TinyAgent):
+    class Args(TinyAgent.Args):
+        turn_cost: float = 0.1
+        actions: str = "0123456789"
+
+    def make_environment(self, sample):
+        return GuessEnv(self.typed_args.turn_cost)
+
+
+def make_games(copies: int = 4) -> list[dict]:
+    return [{"prompt": "guess", "secret": s} for s in range(10)] * copies
+
+
+
+def summarise(history: list[dict], keys: tuple[str, ...],
+              prefix: str = "policy/agent/") -> dict[str, tuple[float, float]]:
+    """(first, last) means of ``keys`` over the first and last fifth of the run."""
+    k = max(1, len(history) // 5)
+    out = {}
+    for key in keys:
+        vals = [r[prefix + key] for r in history]
+        out[key] = (sum(vals[:k]) / k, sum(vals[-k:]) / k)
     return out
-
-
-class PromptDataset(torch.utils.data.Dataset):
-    """Records ``{"prompt": text, **columns}``: prompt ids left-padded; columns as lists."""
-
-    def __init__(self, records: list[dict], tokenizer: ToyTokenizer, width: int) -> None:
-        self.tokenizer, self.width, self.records = tokenizer, width, records
-        self.ids = [tokenizer.encode(r["prompt"]) for r in records]
-        if any(len(i) > width for i in self.ids):
-            raise ConfigError(f"a prompt is longer than args.max_prompt_len={width}")
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int):
-        return self.ids[i], self.records[i]
-
-    def collate_fn(self, rows) -> dict:
-        ids = torch.tensor([[self.tokenizer.pad_id] * (self.width - len(i)) + i
-                            for i, _ in rows])
-        mask = (ids != self.tokenizer.pad_id).long()
-        cols = [k for k in rows[0][1] if k != "prompt"]
-        return {"prompt": ids, "prompt_mask": mask, **{k: [r[k] for _, r in rows]
-                                                       for k in cols}}
-
-
-class TinyAgent(AgentRollout):
-    """The model side of an agent on a TinyGPT; subclasses give ``make_environment``."""
-
-    class Args(AgentArgs, TinyArgs):
-        pass
-
-    def setup(self) -> None:
-        self.tokenizer = ToyTokenizer()
-        self.pad_id = self.tokenizer.pad_id
-        self.model = build_lm(self.name, self.model_config, self.typed_args).eval()
-
-    def build_dataset(self, records, is_eval=False):
-        return PromptDataset(records, self.tokenizer, self.typed_args.max_prompt_len)
-
-    def sample_turn(self, contexts, max_new_tokens, stop_strings):
-        stops = {self.tokenizer.eos_id} | {self.tokenizer.token_to_id[s] for s in stop_strings}
-        return sample_turn(self.model, contexts, max_new_tokens, stops, self.pad_id,
-                           self.model_config.generation.temperature)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, bos=False)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    def behaviour_logprobs(self, batch):
-        return self.model.response_logprobs(*full_sequence(batch),
-                                            self.model_config.generation.temperature)
-
-
-class TinyReference(TorchModule):
-    Args = TinyArgs
-
-    def setup(self) -> None:
-        self.model = build_lm(self.name, self.model_config, self.typed_args).eval()
-
-    @outputs("ref_logprobs")
-    def forward_step(self, data, iteration=0):
-        with torch.no_grad():
-            lp = self.model.response_logprobs(*full_sequence(data),
-                                              self.model_config.generation.temperature)
-        return {"ref_logprobs": lp * data["response_mask"]}
-
-
-class GroupAdvantage(BaseModule):
-    """GRPO advantages from the rollout's ``score`` (the episode return)."""
-
-    @outputs("advantages")
-    def forward_step(self, data, iteration=0):
-        return {"advantages": grpo.group_advantages(
-            data["score"], self.runtime_args.num_inference_per_prompt)}
-
-
-class AgentTrainer(TorchModule):
-    """GRPO on trajectories: attends to every token, trains on ``response_mask`` only."""
-
-    class Args(TinyArgs):
-        clip_eps: float = 0.2
-        kl_coef: float = 0.0
-
-    def setup(self) -> None:
-        self.model = build_lm(self.name, self.model_config, self.typed_args).train()
-        self.optimizer = self.optimizer_from_config(torch.optim.Adam)
-
-    def train_step(self, data, iteration):
-        a, temperature = self.typed_args, self.model_config.generation.temperature
-
-        def loss_fn(mb):
-            lp = self.model.response_logprobs(*full_sequence(mb), temperature)
-            return grpo.grpo_loss(lp, mb["logprobs"], mb.get("ref_logprobs"), mb["advantages"],
-                                  mb["response_mask"], a.clip_eps, a.kl_coef)
-
-        return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)

@@ -27,6 +27,7 @@ LAYERS = {
     "models": 4, "compiler": 5, "runtime": 6, "dsl": 6, "report": 6, "engines": 7,
     "flowrl": 8, "cli": 9,
     "data": 4.5, "rewards": 4.5,  # issue 15: user data / reward functions; import models' extras
+    "agents": 4.5,  # issue 16: environments, tools and the multi-turn rollout module
 }
 
 #: Permanent, deliberate exceptions: (importer, imported) -> why.
