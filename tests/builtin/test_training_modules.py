@@ -187,3 +187,87 @@ def test_actor_unknown_backend(llama):
     init({"actor": {"model_path": llama, "args": {"backend": "jax"}}})
     with pytest.raises(ConfigError, match="models.actor.args.backend.*'jax'"):
         Actor("actor", AlgorithmSettings())
+
+
+# --------------------------------------------------------------------------- CriticTrainer
+def test_critic_trainer_value_loss(llama):
+    from flowrl.models.builtin.critic_trainer import CriticTrainer, clipped_value_loss
+    from flowrl.models.hf import response_values
+
+    cfg = init({"critic": {"model_path": llama, "optim": {"lr": 1e-2},
+                           "args": {"clip_eps": 0.1}}})
+    c = CriticTrainer("critic").bind(cfg)
+    c.setup()
+    data = rollout()
+    data["returns"] = torch.randn(B, N) * data["response_mask"]
+    mbs = [{k: v[:2] for k, v in data.items()}, {k: v[2:] for k, v in data.items()}]
+    want = 0.0
+    with torch.no_grad():
+        for mb in mbs:
+            v = response_values(c.model, *full_sequence(mb))
+            m = mb["response_mask"].float()
+            err = (v - mb["returns"]).square()
+            clipped = mb["values"] + (v - mb["values"]).clamp(-0.1, 0.1)
+            per = torch.maximum(err, (clipped - mb["returns"]).square())
+            want += float(0.5 * (per * m).sum() / m.sum()) / 2
+    stats = c.train_step(mbs, 0)
+    assert stats["value_loss"] == pytest.approx(want, rel=1e-5)
+    assert {"vf_clipfrac", "grad_norm", "lr"} <= set(stats)
+    # 2 rows by hand: V = [1, 3], V_old = [0, 0], R = [2, 2], eps = 0.5 -> per-token
+    # max((V-R)^2, (clip - R)^2) = max(1, 2.25), max(1, 2.25) -> 0.5 * 2.25
+    one = torch.ones(2, 1)
+    loss, s = clipped_value_loss(torch.tensor([[1.0], [3.0]]), 0 * one, 2 * one, one, 0.5)
+    assert float(loss) == pytest.approx(1.125) and float(s["vf_clipfrac"]) == 1.0
+    del mbs[0]["returns"]
+    with pytest.raises(AlgorithmError, match="'returns'.*Advantage"):
+        c.train_step(mbs, 1)
+
+
+def test_critic_trainer_rejects_megatron(llama):
+    from flowrl.models.builtin.critic_trainer import CriticTrainer
+
+    init({"critic": {"model_path": llama, "args": {"backend": "megatron"}}})
+    with pytest.raises(ConfigError, match="models.critic.args.backend.*hf, deepspeed.*'megatron'"):
+        CriticTrainer("critic")
+
+
+# ------------------------------------------------------------------------------ SFTTrainer
+def test_sft_dataset_and_nll(llama):
+    from flowrl.models.builtin.sft import SFTTrainer
+
+    cfg = init({"sft": {"model_path": llama, "optim": {"lr": 1e-2}}},
+               num_inference_per_prompt=1)
+    s = SFTTrainer("sft").bind(cfg)
+    s.setup()
+    ds = s.build_dataset([{"prompt": "ab", "completion": "cde"},
+                          {"prompt": "hello", "completion": "x"}])
+    batch = ds.collate_fn([ds[0], ds[1]])
+    tok = s.tokenizer
+    assert batch["response"][0].tolist() == tok("cde", add_special_tokens=False).input_ids + \
+        [tok.eos_token_id]
+    assert batch["response_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batch["prompt_mask"][0, 0] == 0  # left-padded prompt
+    with torch.no_grad():  # NLL over completion tokens only, by hand
+        logits = s.model(input_ids=torch.cat([batch["prompt"], batch["response"]], 1),
+                         attention_mask=torch.cat([batch["prompt_mask"],
+                                                   batch["response_mask"]], 1),
+                         position_ids=(torch.cat([batch["prompt_mask"], batch["response_mask"]],
+                                                 1).cumsum(1) - 1).clamp_min(0)).logits
+        p = batch["prompt"].shape[1]
+        lsm = torch.log_softmax(logits[:, p - 1:-1].float(), -1)
+        lp = lsm.gather(-1, batch["response"][..., None])[..., 0]
+        want = -float((lp * batch["response_mask"]).sum() / batch["response_mask"].sum())
+    nll = s.eval_step(batch)["nll"]
+    assert float(nll[1]) == pytest.approx(-float(lp[1, :2].mean()), rel=1e-5)
+    stats = s.train_step([batch], 0)
+    assert stats["loss"] == pytest.approx(want, rel=1e-5)
+    assert stats["ppl"] == pytest.approx(torch.exp(torch.tensor(want)).item(), rel=1e-5)
+
+
+def test_sft_bad_record(llama):
+    from flowrl.errors import DatasetError
+    from flowrl.models.builtin.sft import SFTTrainer
+
+    s = SFTTrainer("sft").bind(init({"sft": {"model_path": llama}}))
+    with pytest.raises(DatasetError, match="record 1 needs a string column 'completion'"):
+        s.build_dataset([{"prompt": "a", "completion": "b"}, {"prompt": "a"}])

@@ -32,7 +32,7 @@ from flowrl.algorithms import off_policy
 from flowrl.errors import AlgorithmError
 from flowrl.models.base import outputs
 from flowrl.models.builtin.trainer_backends import (BACKENDS, BackendArgs, HFBackend,
-                                                    configured_backend, full_sequence, hf_args,
+                                                    full_sequence, hf_args, new_trainer,
                                                     trainer_class)
 
 Tensor = torch.Tensor
@@ -180,15 +180,7 @@ class Actor(ActorLoss, HFBackend):
     Args = hf_args(ActorOptions)
 
     def __new__(cls, *args: Any, **kwargs: Any):
-        name = args[0] if args else kwargs.get("name")
-        if cls is not Actor or name is None:  # a subclass, or unpickling
-            return super().__new__(cls)
-        backend = configured_backend(name, BACKENDS, "actor")
-        if backend == "hf":
-            return super().__new__(cls)
-        obj = object.__new__(actor_class(backend))
-        obj.__init__(*args, **kwargs)  # not an Actor instance: Python will not call it
-        return obj
+        return new_trainer(cls, Actor, ActorLoss, ActorOptions, BACKENDS, "actor", args, kwargs)
 
 
 def actor_class(backend: str) -> type:

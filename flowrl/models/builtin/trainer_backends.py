@@ -187,6 +187,22 @@ def trainer_class(loss: type, options: type[ModuleArgs], backend: str, role: str
                 {"Args": args, "__module__": loss.__module__})
 
 
+def new_trainer(cls: type, top: type, loss: type, options: type[ModuleArgs],
+                backends: tuple[str, ...], role: str, args: tuple, kwargs: dict) -> Any:
+    """``top.__new__``: an instance of ``cls`` (the hf class), or of the ``loss`` class on
+    the configured backend (initialised here: it is not a ``top``, so Python will not).
+    Subclasses of ``top`` and unpickling (no name) get ``cls`` as usual."""
+    name = args[0] if args else kwargs.get("name")
+    if cls is not top or name is None:
+        return object.__new__(cls)
+    backend = configured_backend(name, backends, role)
+    if backend == "hf":
+        return object.__new__(cls)
+    obj = object.__new__(trainer_class(loss, options, backend, top.__name__))
+    obj.__init__(*args, **kwargs)
+    return obj
+
+
 def hf_args(options: type[ModuleArgs]) -> type:
     """``Args`` of the hf class of a trainer: its options + :class:`HFArgs`."""
     return type("Args", (options, HFArgs), {"__module__": options.__module__})
