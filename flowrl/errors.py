@@ -35,6 +35,10 @@ class OutOfMemoryAtCompileError(CompileError):
     """A device would overflow and the offload policy forbids moving state off it."""
 
 
+class HostMemoryError(OutOfMemoryAtCompileError):
+    """State offloaded to a node's host RAM exceeds it; names the node, bytes and models."""
+
+
 class StageError(FlowRLError):
     """A module call failed at run time; the message names model, method, episode and inputs."""
 

@@ -83,6 +83,15 @@ class MemoryModel:
     episode: EpisodeSpec
     before: list[list[int]] = field(default_factory=list)  # per moment, per device
     peak_before: list[int] = field(default_factory=list)
+    devices_per_node: int = 0  # for the host-memory check (0: one node holds every device)
+    host_capacity: int = 0  # offloadable bytes per node's host RAM (0: unchecked)
+
+    def node_of(self, device: int) -> int:
+        return device // self.devices_per_node if self.devices_per_node else 0
+
+    @property
+    def num_nodes(self) -> int:
+        return -(-self.num_devices // self.devices_per_node) if self.devices_per_node else 1
 
     @property
     def roles(self) -> list[str]:
@@ -172,7 +181,9 @@ def memory(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
             t = transient_bytes(kind, res, mesh, args)
             op = Op("call", call.model, node=call.id, devices=mesh.devices)
             moments.append(Moment(role, op, kind, frozenset(need), {d: t for d in mesh.devices}))
-    mem = MemoryModel(cluster.num_devices, cluster.capacity_bytes, items, moments, episode)
+    mem = MemoryModel(cluster.num_devices, cluster.capacity_bytes, items, moments, episode,
+                      devices_per_node=cluster.devices_per_node,
+                      host_capacity=cluster.host_capacity_bytes)
     everything = list(items)
     mem.before = [mem.usage(everything, m) for m in moments]
     mem.peak_before = [max((u[d] for u in mem.before), default=0)

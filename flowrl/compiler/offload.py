@@ -16,7 +16,9 @@ episode order, cyclically: the next iteration follows) by simulation:
    fit even with everything else off its devices streams the optimizer state it needs
    through the device in chunks (ZeRO-Offload style), if the policy lets the optimizer move
    (``auto``, ``optimizer``, ``all``): ``onload``/``offload`` ops marked ``streamed`` around
-   the op, one chunk counted on the device.
+   the op, one chunk counted on the device;
+4. offloaded state must fit its node's host RAM at every moment
+   (:mod:`flowrl.compiler.host_memory`); else a ``HostMemoryError``.
 
 The simulation runs twice round the cycle and keeps the second (steady-state) pass; a role
 that repeats appears twice in a row in the cycle, so its kept plan is the one for a repeat.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from flowrl.compiler.host_memory import check_host_memory
 from flowrl.compiler.memory import Key, MemoryModel, Moment
 from flowrl.compiler.resources import STATE_KINDS, ModelResources, fmt_bytes, forced_kinds
 from flowrl.errors import OutOfMemoryAtCompileError
@@ -58,6 +61,7 @@ class OffloadPlan:
     entry_ops: dict[str, int] = field(default_factory=dict)  # role -> number of entry ops
     exit_state: dict[str, frozenset[Key]] = field(default_factory=dict)
     predecessors: dict[str, list[str]] = field(default_factory=dict)
+    host_after: list[list[int]] = field(default_factory=list)  # per moment, per node
 
 
 def _next_use(uses: list[int], t: int, n: int) -> int:
@@ -271,6 +275,7 @@ def offload(mem: MemoryModel, resources: dict[str, ModelResources]) -> OffloadPl
     forced = {k for k in mem.items if k[1] in forced_kinds(resources[k[0]].offload)}
     streamed = _stream_decisions(mem, movable)
     residency = _simulate(mem, resources, movable, forced, streamed)
+    host_after = check_host_memory(mem, residency)
     models = list(resources)
     everything = frozenset(mem.items)
     by_role: dict[str, list[int]] = {r: [] for r in mem.roles}
@@ -285,7 +290,7 @@ def offload(mem: MemoryModel, resources: dict[str, ModelResources]) -> OffloadPl
         exit_state[role] = residency[ts[-1]] if ts else prev
         prev = exit_state[role]
     plan = OffloadPlan({}, residency, [], [], [0] * len(mem.moments), streamed,
-                       predecessors=preds)
+                       predecessors=preds, host_after=host_after)
     for role in mem.roles:
         ts = by_role[role]
         ops: list[Op] = []

@@ -16,6 +16,7 @@ from typing import Any
 from flowrl.compiler.colocation import colocation_units
 from flowrl.compiler.costmodel import call_kind
 from flowrl.compiler.decouple import insert_proximal_logprobs
+from flowrl.compiler.host_memory import host_report
 from flowrl.compiler.memory import memory
 from flowrl.compiler.offload import offload
 from flowrl.compiler.passes import Pass, PipelineAdvice, PlanContext, run_passes
@@ -155,7 +156,7 @@ def _assemble(ctx: PlanContext) -> dict[str, Any]:
     state = {m: {k: it.per_device for (mm, k), it in mem.items.items() if mm == m}
              for m in ctx.resources}
     report = MemoryReport([mem.capacity] * mem.num_devices, mem.peak_before, plan.peak_after,
-                          timeline, state)
+                          timeline, state, *host_report(mem, plan.residency, plan.host_after))
     ops = {role: timed.ops.get(role, []) for role in mem.roles}
     return {"schedule": Schedule(
         graphs=dict(ctx.graphs), ops=ops, placement=dict(ctx.meshes), memory=report,

@@ -18,7 +18,12 @@ needs the previous one). Eval is estimated per run but not included in the itera
 
 With ``runtime_args.max_staleness >= 1`` the same role times also give the pipelined
 episode's steady state (:mod:`flowrl.compiler.pipelining`): rollout and train+sync overlap
-when their devices are disjoint.
+when their devices are disjoint. Its inputs are these role times, so everything the cost
+model counts (TP all-reduces, KV reads, host transfers, CPU-side rewards) reaches it.
+
+Per episode the estimates also count the work done (:func:`episode_work`): samples,
+generated tokens, useful model FLOPs, and the device-seconds ops keep devices busy, from
+which ``flowrl explain`` reports samples/s, tokens/s, MFU and idle device time.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from flowrl.compiler.costmodel import call_kind, call_time, sync_time, transfer_time
+from flowrl.compiler.costmodel import (call_batch, call_kind, call_time, sync_time,
+                                       transfer_time)
 from flowrl.compiler.memory import MemoryModel
 from flowrl.compiler.offload import OffloadPlan, entry_transfer_bytes
 from flowrl.compiler.pipelining import plan_pipeline
@@ -139,6 +145,45 @@ def _analytic_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
     return transfer_time(nbytes // max(1, len(op.devices)), cluster)
 
 
+def call_flops(kind: str, res: ModelResources, args: RuntimeArgs) -> float:
+    """Useful model FLOPs of one call: ``2 P`` per token scored or generated (a generate
+    processes its prompt and its new tokens), ``6 P`` per token trained."""
+    if res.weightless:
+        return 0.0
+    tokens = call_batch(kind, args) * res.max_seq_len
+    return (6 if kind == "train" else 2) * res.num_params * tokens
+
+
+def episode_work(graphs: dict[str, FlowGraph], resources: dict[str, ModelResources],
+                 args: RuntimeArgs, reps: dict[str, int]) -> tuple[int, float]:
+    """(generated tokens, model FLOPs) of one episode's rollout and train runs."""
+    tokens, flops = 0, 0.0
+    for role in ("rollout", "train"):
+        if role not in graphs:
+            continue
+        for call in graphs[role].calls():
+            res = resources[call.model]
+            kind = call_kind(call, role, res)
+            runs = reps.get(role, 1)
+            flops += runs * call_flops(kind, res, args)
+            if kind == "generate":
+                tokens += runs * call_batch(kind, args) * res.max_new_tokens
+    return tokens, flops
+
+
+def busy_device_seconds(ops: dict[str, list[Op]], est: Estimates, roles: list[str]) -> float:
+    """Device-seconds per episode ops occupy devices: the first run's durations plus the
+    repeats' (``repeat_ops``), each times the op's device count."""
+    busy = 0.0
+    for role in roles:
+        runs = est.repeats.get(role, 1)
+        rep = est.repeat_ops.get(role, [])
+        for i, op in enumerate(ops.get(role, [])):
+            again = rep[i][1] if i < len(rep) else op.duration
+            busy += len(op.devices) * (op.duration + (runs - 1) * again)
+    return busy
+
+
 @dataclass
 class TimedPlan:
     """The schedule pass's result: timed copies of the offload plan's ops (the plan's own
@@ -220,5 +265,8 @@ def schedule(mem: MemoryModel, plan: OffloadPlan, graphs: dict[str, FlowGraph],
                     sync_bytes=sum(times[r].sync_bytes for r in counted),
                     repeat_ops={r: x.repeat_ops for r, x in times.items()},
                     pipelined=[r for r in PIPELINED if reps.get(r, 1) > 1 and r in times])
+    est.samples = args.sample_per_episode
+    est.generated_tokens, est.model_flops = episode_work(graphs, resources, args, reps)
+    est.busy_device_s = busy_device_seconds(ops, est, counted)
     return TimedPlan(ops, est, moment_times, plan_pipeline(est, ops, graphs, placement,
                                                            mem.episode.max_staleness))

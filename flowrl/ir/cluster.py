@@ -36,8 +36,9 @@ class ClusterSpec(BaseModel):
     inter_node_bandwidth_gbps: float = Field(25.0, gt=0,
                                              description="per device across nodes, GB/s")
     host_bandwidth_gbps: float = Field(25.0, gt=0, description="device<->host (offload), GB/s")
-    host_memory_gb: float = Field(1024.0, gt=0, description="host RAM per node, GB: where "
-                                  "offloaded state lives")
+    host_memory_gb: float | None = Field(
+        None, gt=0, description="host RAM per node, GB: where offloaded state lives (None: "
+        "unknown, not checked; the device catalogue gives it)")
     host_memory_utilization: float = Field(
         0.8, gt=0, le=1, description="usable fraction of host RAM (the rest: the OS, worker "
         "processes, datasets, pinned staging buffers)")
@@ -76,7 +77,9 @@ class ClusterSpec(BaseModel):
 
     @property
     def host_capacity_bytes(self) -> int:
-        """Bytes of offloaded state one node's host RAM may hold."""
+        """Bytes of offloaded state one node's host RAM may hold (0: not checked)."""
+        if self.host_memory_gb is None:
+            return 0
         return int(self.host_memory_gb * GB * self.host_memory_utilization)
 
     def node_of(self, device: int) -> int:
@@ -106,7 +109,8 @@ class ClusterSpec(BaseModel):
 
         Without ``memory_gb`` the machine's RAM is split evenly between ``num_devices``
         (``memory_utilization`` 1.0: the planner may use all of it). Speeds are rough CPU
-        figures (100 GFLOP/s, 20 GB/s); "host" transfers are memory copies.
+        figures (100 GFLOP/s, 20 GB/s); "host" transfers are memory copies, and as virtual
+        devices and host share one RAM, host memory is not checked (``host_memory_gb`` None).
         """
         if memory_gb is None:
             memory_gb = _system_ram_bytes() / GB / num_devices
@@ -114,7 +118,7 @@ class ClusterSpec(BaseModel):
                    device_type="cpu", device_memory_gb=memory_gb, device_tflops=0.1,
                    memory_bandwidth_gbps=20.0, intra_node_bandwidth_gbps=10.0,
                    inter_node_bandwidth_gbps=10.0, host_bandwidth_gbps=20.0,
-                   host_memory_gb=_system_ram_bytes() / GB, collective_latency_us=50.0,
+                   collective_latency_us=50.0,
                    flops_efficiency=1.0, memory_utilization=1.0)
 
 
@@ -201,8 +205,8 @@ def parse_cluster(cluster: str | ClusterSpec | dict) -> ClusterSpec:
     d = DEVICES[key]
     memory = float(mem)
     bw = d.get("bw_by_mem", {}).get(int(memory), d["bw"])
-    # A node of fewer devices than the vendor's 8-GPU server holds proportionally less RAM.
-    host_mem = d.get("host_mem_by_mem", {}).get(int(memory), d["host_mem"]) * min(1, per_node / 8)
+    # Host RAM scales with the devices of a node (the catalogue's figure is for 8).
+    host_mem = d.get("host_mem_by_mem", {}).get(int(memory), d["host_mem"]) * per_node / 8
     return _build(text, name=text, num_nodes=nodes, devices_per_node=per_node, device_type=key,
                        device_memory_gb=memory, device_tflops=d["tflops"],
                        memory_bandwidth_gbps=bw, intra_node_bandwidth_gbps=d["link"],

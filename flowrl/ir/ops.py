@@ -97,13 +97,20 @@ class MemoryReport:
     peak_after: list[int]
     timeline: list[MemoryPoint]
     state: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> kind -> B/device
+    #: host RAM per node: usable bytes (0: not checked), peak bytes of offloaded state over
+    #: the iteration, and what each model had offloaded there at that peak
+    host_capacity: int = 0
+    host_peak: list[int] = field(default_factory=list)
+    host_models: list[dict[str, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "peak_before": self.peak_before,
                 "peak_after": self.peak_after, "state": self.state,
                 "timeline": [{"role": p.role, "index": p.index, "label": p.label,
                               "time": p.time, "before": p.before, "after": p.after,
-                              "resident": p.resident} for p in self.timeline]}
+                              "resident": p.resident} for p in self.timeline],
+                "host_capacity": self.host_capacity, "host_peak": self.host_peak,
+                "host_models": self.host_models}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MemoryReport":
@@ -111,7 +118,9 @@ class MemoryReport:
                    [MemoryPoint(p["role"], p["index"], p["label"], p["time"], list(p["before"]),
                                 list(p["after"]), {k: list(v) for k, v in p["resident"].items()})
                     for p in d["timeline"]],
-                   {m: dict(k) for m, k in d["state"].items()})
+                   {m: dict(k) for m, k in d["state"].items()},
+                   int(d.get("host_capacity", 0)), list(d.get("host_peak", [])),
+                   [dict(x) for x in d.get("host_models", [])])
 
 
 @dataclass
@@ -134,19 +143,34 @@ class Estimates:
     #: role -> [start, duration] of each op in a repeat run (``Op.start``/``duration``: first)
     repeat_ops: dict[str, list[list[float]]] = field(default_factory=dict)
     pipelined: list[str] = field(default_factory=list)  # roles whose runs overlap
+    #: per episode: samples trained on, tokens generated, useful model FLOPs (2PBS scoring,
+    #: 2P per processed or generated token, 6PGS training) and device-seconds some op keeps
+    #: a device busy (what throughput, MFU and idle time are computed from)
+    samples: int = 0
+    generated_tokens: int = 0
+    model_flops: float = 0.0
+    busy_device_s: float = 0.0
+    #: the best plans the placement search rejected, best first (filled by the search)
+    candidates: list["PlanSummary"] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"iteration_time": self.iteration_time, "repeats": self.repeats,
                 "role_time": self.role_time, "role_repeat_time": self.role_repeat_time,
                 "transfer_bytes": self.transfer_bytes, "sync_bytes": self.sync_bytes,
-                "repeat_ops": self.repeat_ops, "pipelined": self.pipelined}
+                "repeat_ops": self.repeat_ops, "pipelined": self.pipelined,
+                "samples": self.samples, "generated_tokens": self.generated_tokens,
+                "model_flops": self.model_flops, "busy_device_s": self.busy_device_s,
+                "candidates": [c.to_dict() for c in self.candidates]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Estimates":
         return cls(d["iteration_time"], dict(d["repeats"]), dict(d["role_time"]),
                    dict(d["role_repeat_time"]), d["transfer_bytes"], d["sync_bytes"],
                    {r: [list(x) for x in v] for r, v in d.get("repeat_ops", {}).items()},
-                   list(d.get("pipelined", [])))
+                   list(d.get("pipelined", [])), int(d.get("samples", 0)),
+                   int(d.get("generated_tokens", 0)), float(d.get("model_flops", 0.0)),
+                   float(d.get("busy_device_s", 0.0)),
+                   [PlanSummary.from_dict(c) for c in d.get("candidates", [])])
 
 
 @dataclass
@@ -181,3 +205,44 @@ def group_workers(placement: dict[str, Mesh], order: list[str] | None = None) ->
         devices = sorted(set().union(*(placement[m].devices for m in members)))
         groups.append(WorkerGroup("+".join(members), members, max(dp.values()), devices, dp))
     return groups
+
+
+@dataclass
+class PlanSummary:
+    """One compiled plan in the numbers ``flowrl explain`` compares plans by.
+
+    ``time``: seconds per episode (the pipelined steady state when the plan is pipelined);
+    ``idle_device_s``: device-seconds per episode no op runs (``devices x time - busy``);
+    ``bubble_s``: of those, the device-seconds a pipelined stage waits for the other (0 for a
+    synchronous plan); ``transfer_bytes``: offload + onload per episode; ``sync_s``: seconds
+    of parameter sync per episode; ``peak_memory``: the fullest device after offload;
+    ``layout``: model -> ``"devices 0-3 TP2xDP2"``-style text. Built by
+    :func:`flowrl.compiler.summary.summarize`; the placement search keeps its runner-ups in
+    :attr:`Estimates.candidates`.
+    """
+
+    strategy: str
+    time: float
+    samples_per_s: float
+    tokens_per_s: float
+    mfu: float
+    idle_device_s: float
+    bubble_s: float
+    transfer_bytes: int
+    sync_s: float
+    peak_memory: int
+    layout: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "time": self.time,
+                "samples_per_s": self.samples_per_s, "tokens_per_s": self.tokens_per_s,
+                "mfu": self.mfu, "idle_device_s": self.idle_device_s,
+                "bubble_s": self.bubble_s, "transfer_bytes": self.transfer_bytes,
+                "sync_s": self.sync_s, "peak_memory": self.peak_memory, "layout": self.layout}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PlanSummary":
+        return cls(d["strategy"], float(d["time"]), float(d["samples_per_s"]),
+                   float(d["tokens_per_s"]), float(d["mfu"]), float(d["idle_device_s"]),
+                   float(d["bubble_s"]), int(d["transfer_bytes"]), float(d["sync_s"]),
+                   int(d["peak_memory"]), dict(d.get("layout", {})))

@@ -1,5 +1,7 @@
-"""The text report ``flowrl explain`` prints (rich tables): DAG, meshes, ops, memory and,
-for ``max_staleness >= 1``, the pipelined episode."""
+"""The text report ``flowrl explain`` prints (rich tables): the headline (samples/s,
+generated tokens/s, MFU), the chosen plan against the search's runner-ups and why it wins,
+DAG, meshes, ops, device and host memory with warnings and, for ``max_staleness >= 1``, the
+pipelined episode."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flowrl.compiler.resources import fmt_bytes
+from flowrl.compiler.summary import plan_time, summarize, why_better
 from flowrl.ir import FLOW_INPUT, Estimates, FlowGraph, MemoryReport, PipelinePlan, Schedule
 from flowrl.ir.episode import ordered_roles
 from flowrl.report.pipeline import fmt_devices, lanes, overlap_warning, segments
@@ -41,6 +44,8 @@ def _header(con: Console, schedule: Schedule) -> None:
     con.print(f"[bold]flowrl schedule: strategy {schedule.strategy}[/bold]")
     if cluster is not None:
         con.print(f"cluster {cluster.describe() if hasattr(cluster, 'describe') else cluster}")
+    if isinstance(est, Estimates) and cluster is not None:
+        _headline(con, schedule)
     if isinstance(est, Estimates):
         parts = []
         for r, n in est.repeats.items():
@@ -64,6 +69,43 @@ def _header(con: Console, schedule: Schedule) -> None:
             con.print(line)
 
 
+def _headline(con: Console, schedule: Schedule) -> None:
+    """Throughput first: what a run on this cluster buys per second."""
+    est, time = schedule.estimates, plan_time(schedule)
+    if est.samples == 0 or time <= 0:
+        return
+    me = summarize(schedule)
+    how = "pipelined steady state" if time != est.iteration_time else "synchronous episode"
+    con.print(f"[bold]estimated throughput: {me.samples_per_s:.3g} samples/s, "
+              f"{me.tokens_per_s:,.0f} generated tokens/s, MFU {100 * me.mfu:.1f}%[/bold] "
+              f"({est.samples} samples per episode in {fmt_time(time)}, {how}; "
+              f"{fmt_time(me.idle_device_s)} of idle device time per episode)")
+
+
+def _candidates_section(con: Console, schedule: Schedule) -> None:
+    """The chosen plan next to the search's runner-ups, and why it wins."""
+    est = schedule.estimates
+    if not isinstance(est, Estimates) or not est.candidates or schedule.cluster is None:
+        return
+    me = summarize(schedule)
+    t = Table(title="chosen plan and runner-ups (per episode)", title_justify="left")
+    for col in ("plan", "time", "samples/s", "tokens/s", "MFU", "idle device-s", "bubbles",
+                "offload", "sync"):
+        t.add_column(col, justify="left" if col == "plan" else "right")
+    for i, c in enumerate([me] + list(est.candidates)):
+        t.add_row(escape(("* " if i == 0 else "  ") + c.strategy), fmt_time(c.time),
+                  f"{c.samples_per_s:.3g}", f"{c.tokens_per_s:,.0f}", f"{100 * c.mfu:.1f}%",
+                  f"{c.idle_device_s:,.0f}", f"{c.bubble_s:,.0f}", fmt_bytes(c.transfer_bytes),
+                  fmt_time(c.sync_s))
+    con.print(t)
+    for c in est.candidates:
+        con.print(escape(f"why {me.strategy} wins: {why_better(me, c)}"))
+        changed = {m: v for m, v in c.layout.items() if me.layout.get(m) != v}
+        if changed:
+            con.print(escape("  " + c.strategy + " differs in: " + "; ".join(
+                f"{m} {v}" for m, v in changed.items())))
+
+
 def _placement_table(schedule: Schedule, mem: MemoryReport | None) -> Table:
     t = Table(title="placement", title_justify="left")
     for col in ("model", "devices", "tp", "pp", "dp", "weights/dev", "grads/dev",
@@ -76,12 +118,19 @@ def _placement_table(schedule: Schedule, mem: MemoryReport | None) -> Table:
     return t
 
 
+def _moves_nothing(op) -> bool:
+    """An entry transfer that moves nothing when the role follows its usual predecessor."""
+    return op.kind in ("offload", "onload") and not op.bytes
+
+
 def _ops_table(role: str, ops: list, timed: bool) -> Table:
     t = Table(title=f"ops: {role}", title_justify="left")
     for col in ("#", "op", "devices", "start", "duration", "bytes"):
         t.add_column(col, justify="right" if col in ("#", "start", "duration", "bytes")
                      else "left")
     for i, op in enumerate(ops):
+        if _moves_nothing(op):
+            continue
         label = escape(op.label() + (" (streamed)" if op.streamed else ""))
         t.add_row(str(i), label, fmt_devices(op.devices),
                   fmt_time(op.start) if timed else "-",
@@ -101,6 +150,34 @@ def _memory_table(mem: MemoryReport) -> Table:
         t.add_row(str(d), fmt_bytes(cap), fmt_bytes(before), fmt_bytes(after),
                   "yes" if after <= cap else "NO")
     return t
+
+
+#: Host RAM use (of the usable part) above which explain warns.
+HOST_WARN_FRACTION = 0.9
+
+
+def _host_section(con: Console, schedule: Schedule, mem: MemoryReport) -> None:
+    """Offloaded state per node against its host RAM, with warnings."""
+    if not mem.host_peak or not any(mem.host_peak):
+        return
+    t = Table(title="host memory per node (offloaded state, peak over the iteration)",
+              title_justify="left")
+    for col in ("node", "usable", "peak offloaded", "models at the peak"):
+        t.add_column(col, justify="left" if col == "models at the peak" else "right")
+    for n, peak in enumerate(mem.host_peak):
+        models = ", ".join(f"{m} {fmt_bytes(b)}" for m, b in mem.host_models[n].items())
+        t.add_row(str(n), fmt_bytes(mem.host_capacity) if mem.host_capacity else "unknown",
+                  fmt_bytes(peak), escape(models) or "-")
+    con.print(t)
+    top = max(mem.host_peak)
+    if not mem.host_capacity:
+        con.print(f"warning: host memory is not checked (the cluster gives no host_memory_gb): "
+                  f"a node holds up to {fmt_bytes(top)} of offloaded state")
+    elif top > HOST_WARN_FRACTION * mem.host_capacity:
+        node = mem.host_peak.index(top)
+        con.print(f"warning: host memory of node {node} is {100 * top / mem.host_capacity:.0f}% "
+                  f"full ({fmt_bytes(top)} of {fmt_bytes(mem.host_capacity)} usable) at its "
+                  f"peak: workers, datasets and pinned buffers leave little headroom")
 
 
 def _gantt(plan: PipelinePlan, width: int = 60) -> list[str]:
@@ -149,16 +226,21 @@ def explain_text(schedule: Schedule, width: int = 120) -> str:
     buf = io.StringIO()
     con = Console(file=buf, width=width, record=False, force_terminal=False, color_system=None)
     _header(con, schedule)
+    _candidates_section(con, schedule)
     mem = schedule.memory if isinstance(schedule.memory, MemoryReport) else None
     if schedule.placement:
         con.print(_placement_table(schedule, mem))
     for role in ordered_roles(schedule.ops):
         con.print(_ops_table(role, schedule.ops[role], isinstance(schedule.estimates, Estimates)))
+    hidden = sum(_moves_nothing(op) for ops in schedule.ops.values() for op in ops)
     if any(op.kind in ("offload", "onload") for ops in schedule.ops.values() for op in ops):
         con.print("Transfers before a role's first op bring whatever state the previous role "
-                  "left to what this role needs; they move nothing when it is already there.")
+                  "left to what this role needs; they move nothing when it is already there"
+                  + (f" ({hidden} such transfer(s) that move nothing after the usual previous "
+                     f"role are not listed)." if hidden else "."))
     if mem is not None:
         con.print(_memory_table(mem))
+        _host_section(con, schedule, mem)
     if schedule.pipeline is not None:
         _pipeline_section(con, schedule.pipeline)
     return buf.getvalue()
