@@ -4,7 +4,11 @@ When ``models.<m>.model_path`` names a directory with a ``config.json``, the sha
 nobody wrote are filled from it, and a written value that contradicts it is an error naming
 both (planning a 32-layer model as 24 layers would silently misplace it).
 ``max_position_embeddings`` only bounds ``max_seq_len`` (a run uses a prefix of the context;
-planning with the whole context would overstate the KV cache many times).
+planning with the whole context would overstate the KV cache many times). ``num_params``,
+when not written, is counted from the file (:func:`hf_num_params`): grouped-query attention,
+a gated (SwiGLU) MLP of ``intermediate_size``, mixture-of-experts MLPs and untied
+embeddings make the usual ``12 L h^2 + V h`` wrong by up to ~15% (Llama-3-70B: 70.6B, not
+66.5B). A written ``num_params`` wins (a rounded figure is no contradiction).
 """
 
 from __future__ import annotations
@@ -23,6 +27,33 @@ HF_SHAPE_KEYS = {
     "num_attention_heads": "num_heads", "num_key_value_heads": "num_kv_heads",
     "vocab_size": "vocab_size", "max_position_embeddings": "max_seq_len",
 }
+
+
+#: ``hidden_act`` values of gated MLPs (gate, up and down projections: three matrices).
+GATED_ACTS = ("silu", "swish", "swiglu", "gelu_pytorch_tanh", "geglu")
+
+
+def hf_num_params(hf: dict) -> int | None:
+    """Parameters of a decoder-only transformer described by a config.json (``None`` when
+    its size keys are missing): per layer attention (``q``/``o``: ``h x heads x head_dim``
+    each, ``k``/``v``: ``h x kv_heads x head_dim`` each), the MLP (``3 h f`` gated, ``2 h f``
+    otherwise; times the experts of a mixture-of-experts layer, plus its router) and two
+    norms; embeddings ``V h`` (twice when untied) and the final norm."""
+    try:
+        h, layers, vocab = (int(hf[k]) for k in ("hidden_size", "num_hidden_layers",
+                                                 "vocab_size"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    heads = int(hf.get("num_attention_heads") or max(1, h // 128))
+    kv = int(hf.get("num_key_value_heads") or heads)
+    head_dim = int(hf.get("head_dim") or h // heads)
+    ffn = int(hf.get("intermediate_size") or 4 * h)
+    gated = str(hf.get("hidden_act", "")).lower() in GATED_ACTS
+    experts = int(hf.get("num_local_experts") or hf.get("num_experts") or 1)
+    attn = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    mlp = (3 if gated else 2) * h * ffn * experts + (h * experts if experts > 1 else 0)
+    embed = vocab * h * (1 if hf.get("tie_word_embeddings", False) else 2)
+    return layers * (attn + mlp + 2 * h) + embed + h
 
 
 def _config_json(model_path: Any) -> Path | None:
@@ -81,6 +112,10 @@ def apply_checkpoint_config(data: dict) -> dict:
         elif written != found:
             raise ValueError(f"shape.{field}={written} contradicts {key}={found} in {where}; "
                              f"remove shape.{field} or set it to {found}")
+    if shape.get("num_params") is None and "num_params" not in data:
+        counted = hf_num_params(hf)
+        if counted is not None:
+            shape["num_params"] = counted
     data = dict(data)
     data["shape"] = shape
     return data

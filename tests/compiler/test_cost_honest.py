@@ -122,3 +122,98 @@ def test_decode_bigger_batches_cost_little_more_per_token():
     small, big = decode_step_time(res, TP8, 8, 1536, H100), \
         decode_step_time(res, TP8, 64, 1536, H100)
     assert big < 2 * small  # 8x the sequences, < 2x the time: weights are read once per step
+
+
+def _plan_yaml():
+    import yaml
+
+    from compiler_helpers import ROOT
+    cfg = yaml.safe_load((ROOT / "examples" / "ppo_70b_plan.yaml").read_text())
+    return {n: ModelConfig(**m) for n, m in cfg["models"].items()}
+
+
+def test_host_memory_per_node_bounds_offloading():
+    from flowrl.errors import HostMemoryError
+
+    ok = compile_schedule(ppo_graphs(), _plan_yaml(), SYNC, H100, methods=METHODS,
+                          runtime_args=PLAN_ARGS)
+    mem = ok.memory
+    assert H100.host_memory_gb == 2048 and mem.host_capacity == int(2048e9 * 0.8)
+    assert 1.0e12 < mem.host_peak[0] <= mem.host_capacity  # the 70B trainer's state, offloaded
+    assert set(mem.host_models[0]) == {"ppo_policy", "ppo_value"}
+    small = H100.model_copy(update={"host_memory_gb": 1000.0})
+    with pytest.raises(HostMemoryError, match=r"host memory of node 0 overflows at .* op "
+                                              r"'.*': 1\.\d+ TB of offloaded state > 800 GB "
+                                              r"usable .*offloaded there: ppo_policy 1\.\d+ TB"):
+        compile_schedule(ppo_graphs(), _plan_yaml(), SYNC, small, methods=METHODS,
+                         runtime_args=PLAN_ARGS)
+    # the catalogue's figure is for an 8-device server; virtual devices are not checked
+    assert parse_cluster("4xA100-40GB").host_memory_gb == 512
+    assert parse_cluster("local:2").host_capacity_bytes == 0
+
+
+def test_rule_reward_is_planned_without_a_size():
+    models = {n: ModelConfig(**llama3_8b()) for n in PPO_NAMES}
+    models["reward"] = ModelConfig()  # a rule: no shape, no checkpoint
+    s = compile_schedule(ppo_graphs(), models, SYNC, H100, methods=METHODS, runtime_args=ARGS)
+    res = model_resources(models, ppo_graphs(), SYNC)["reward"]
+    assert res.weightless and res.weight_bytes == 0
+    assert s.memory.state["reward"] == {}  # no device state, nothing to offload
+    assert not any(op.model == "reward" for ops in s.ops.values() for op in ops
+                   if op.kind in ("offload", "onload"))
+    call = next(op for op in s.ops["rollout"] if op.node == "reward.forward_step")
+    dp = s.placement["reward"].dp
+    assert call.duration == pytest.approx(DEFAULT_CPU_SECONDS * -(-128 // dp))
+    models["reward"] = ModelConfig(cpu_seconds_per_sample=0.01)
+    slow = compile_schedule(ppo_graphs(), models, SYNC, H100, methods=METHODS,
+                            runtime_args=ARGS)
+    call = next(op for op in slow.ops["rollout"] if op.node == "reward.forward_step")
+    assert call.duration == pytest.approx(0.01 * -(-128 // dp))
+    # a measured time (a profile's op_costs) replaces the per-sample estimate
+    measured = compile_schedule(ppo_graphs(), models, SYNC, H100, methods=METHODS,
+                                runtime_args=ARGS,
+                                op_costs=lambda role, op, d: 3.0 if op.node ==
+                                "reward.forward_step" else d)
+    call = next(op for op in measured.ops["rollout"] if op.node == "reward.forward_step")
+    assert call.duration == 3.0
+
+
+def test_a_trainer_without_a_size_is_still_an_error():
+    models = {n: ModelConfig(**llama3_8b()) for n in PPO_NAMES}
+    models["ppo_value"] = ModelConfig()
+    with pytest.raises(CompileError, match="model 'ppo_value' has no size: set "
+                                           "models.ppo_value.num_params .* must not train"):
+        model_resources(models, ppo_graphs(), SYNC)
+
+
+def test_config_json_gives_the_shape_and_the_parameter_count(tmp_path):
+    hf = dict(hidden_size=4096, num_hidden_layers=32, vocab_size=128256,
+              num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336,
+              hidden_act="silu", tie_word_embeddings=False, torch_dtype="bfloat16")
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    m = ModelConfig(model_path=str(tmp_path))
+    assert m.shape.num_params == 8_030_261_248  # Llama-3-8B's published count
+    assert (m.shape.num_heads, m.shape.num_kv_heads) == (32, 8)
+    assert ModelConfig(model_path=str(tmp_path), num_params=8_000_000_000).shape.num_params \
+        == 8_000_000_000  # a written (rounded) count wins
+    res = model_resources({n: ModelConfig(model_path=str(tmp_path)) for n in PPO_NAMES},
+                          ppo_graphs(), SYNC)["policy"]
+    assert res.kv_bytes_per_token_per_rank(1) == 2 * 32 * 8 * 128 * 2
+
+
+def test_async_steady_state_is_built_from_the_honest_times():
+    from flowrl.compiler.pipelining import role_total
+
+    args = ARGS.model_copy(update={"max_staleness": 1, "generation_batch_size": 32})
+    models = {n: ModelConfig(**llama3_8b()) for n in PPO_NAMES}
+    two = parse_cluster("2x8xH100-80GB")
+    fast_links = two.model_copy(update={"intra_node_bandwidth_gbps": 1e9,
+                                        "collective_latency_us": 0.0})
+    plans = [compile_schedule(ppo_graphs(), models, SYNC, c, "disaggregate", methods=METHODS,
+                              runtime_args=args) for c in (two, fast_links)]
+    for s in plans:
+        est, plan = s.estimates, s.pipeline
+        r, t, y = (role_total(est, k) for k in ("rollout", "train", "sync"))
+        assert plan.overlap and plan.steady_state_time == pytest.approx(max(r, t) + y)
+    # the TP2 models' all-reduces reach the steady state
+    assert plans[0].pipeline.steady_state_time > plans[1].pipeline.steady_state_time
