@@ -3,11 +3,15 @@
     python benchmarks/placement.py [--quick] [--out runs/bench_placement] [--no-plot]
     flowrl bench placement [same options]
 
-Every case is compiled with ``colocate``, ``disaggregate`` and ``search`` (the compiler's cost
-model; nothing runs, no weights are loaded). Printed: a table of estimated iteration time,
-peak memory per device, bytes offloaded per iteration and the best strategy; written to
-``OUT/placement.csv`` and ``OUT/placement.png``. Cases that no strategy can fit, and
-strategies that fail, are listed with the compiler's reason.
+Every case is compiled with ``colocate``, ``disaggregate``, ``hybrid`` and ``search`` (the
+compiler's cost model; nothing runs, no weights are loaded) with ``max_staleness = 1``:
+asynchronous plans are allowed, and a plan whose rollout and train devices overlap runs
+synchronously. Printed: a table of estimated seconds per episode (the pipelined steady state
+where the stages overlap), peak memory per device, bytes offloaded per episode and the best
+strategy, then ``search`` vs ``colocate`` with the plan ``search`` chose (per-model
+layouts, rollout:train split, staleness); written to ``OUT/placement.csv`` and
+``OUT/placement.png``. Cases that no strategy can fit, and strategies that fail, are listed
+with the compiler's reason.
 
 Flows (traced from placeholder modules that are never set up):
 
@@ -18,10 +22,11 @@ Flows (traced from placeholder modules that are never set up):
   log-probs, a rule reward (no weights) scores, grpo_policy trains; no value model (so the
   critic size does not apply).
 
-Model-parallel sizes are chosen as a user would: the smallest power-of-two tensor-parallel
-size (at most one node) at which a trainer's bf16 weights + grads take at most half of a
-device, then pipeline stages across nodes if one node is not enough. Inference twins use
-their trainer's sizes (so parameter sync is a local copy when colocated).
+Model-parallel sizes in the configs are chosen as a user would: the smallest power-of-two
+tensor-parallel size (at most one node) at which a trainer's bf16 weights + grads take at
+most half of a device, then pipeline stages across nodes if one node is not enough.
+Inference twins use their trainer's sizes. ``colocate``, ``disaggregate`` keep them;
+``hybrid`` and ``search`` choose every model's tp x pp x dp themselves.
 """
 
 from __future__ import annotations
@@ -40,17 +45,20 @@ from flowrl.ir import ClusterSpec, FlowGraph, Schedule
 from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.errors import CompileError
 
-STRATEGIES = ("colocate", "disaggregate", "search")
-CLUSTERS = ("8xH100-80GB", "16xH100-80GB", "4x8xA100-40GB")
+STRATEGIES = ("colocate", "disaggregate", "search")  # (and `hybrid`: --strategies)
+#: 8, 16 and 64 GPUs in nodes of 8.
+CLUSTERS = ("8xH100-80GB", "2x8xH100-80GB", "8x8xH100-80GB")
+MAX_STALENESS = 1
 FLOWS = ("ppo", "grpo")
 #: (policy, critic) sizes in billions of parameters.
 SIZES = ((1.3, 1.3), (7, 7), (13, 7), (34, 7), (70, 7))
 QUICK = dict(flows=FLOWS, sizes=((7, 7), (70, 7)), clusters=("8xH100-80GB",))
 
 #: Public shapes of models of these sizes (layers, hidden, vocab): OPT-1.3B, Llama-2-7B/13B,
-#: CodeLlama-34B, Llama-2-70B (GQA is not modelled: KV caches are full multi-head).
+#: CodeLlama-34B, Llama-2-70B; (heads, KV heads): the 34B and 70B use grouped-query attention.
 SHAPES = {1.3: (24, 2048, 50272), 7: (32, 4096, 32000), 13: (40, 5120, 32000),
           34: (48, 8192, 32000), 70: (80, 8192, 32000)}
+HEADS = {1.3: (32, 32), 7: (32, 32), 13: (40, 40), 34: (64, 8), 70: (64, 8)}
 MAX_SEQ_LEN, MAX_NEW_TOKENS = 2048, 1024
 GRPO_SAMPLES_PER_PROMPT = 8
 
@@ -63,7 +71,7 @@ BATCH = {"generation_batch_size": 64, "train_micro_batch_size": 2}
 
 def runtime_args(flow: str) -> RuntimeArgs:
     return RuntimeArgs(sample_per_episode=1024, train_global_batch_size=128, **BATCH,
-                       num_training_epoch=1, progress=False,
+                       num_training_epoch=1, progress=False, max_staleness=MAX_STALENESS,
                        num_inference_per_prompt=GRPO_SAMPLES_PER_PROMPT if flow == "grpo" else 1)
 
 
@@ -88,9 +96,11 @@ def model_section(billions: float, cluster: ClusterSpec, generates: bool = False
     layers, hidden, vocab = SHAPES[billions]
     tp, pp = parallel_sizes(billions, cluster)
     extra = dict(max_seq_len=MAX_SEQ_LEN, max_new_tokens=MAX_NEW_TOKENS) if generates else {}
+    heads, kv_heads = HEADS[billions]
     return ModelConfig(num_params=int(billions * 1e9), num_layers=layers, hidden_size=hidden,
                        vocab_size=vocab, tensor_model_parallel_size=tp,
-                       pipeline_model_parallel_size=pp, **extra)
+                       pipeline_model_parallel_size=pp,
+                       shape={"num_heads": heads, "num_kv_heads": kv_heads}, **extra)
 
 
 # ---- traced flows ---------------------------------------------------------------------------
@@ -175,7 +185,12 @@ class Result:
     pp: int
     critic_tp: int | None
     ok: bool
-    iteration_s: float = math.nan
+    iteration_s: float = math.nan  # seconds per episode: the steady state when pipelined
+    sync_iteration_s: float = math.nan  # the same episode run synchronously
+    family: str = ""  # colocated | disaggregated | hybrid | custom
+    split: str = ""  # rollout:train devices, or "shared N"
+    staleness: int = 0  # what the plan needs
+    layouts: str = ""  # per model TPxPPxDP
     peak_gb: float = math.nan  # largest per-device peak after offload
     capacity_gb: float = math.nan
     offload_gb: float = 0.0  # offload + onload traffic per iteration
@@ -234,7 +249,10 @@ def run_case(flow: str, graphs, sync, methods, policy_b: float, critic_b: float,
         return res
     res.compile_s = time.perf_counter() - t0
     res.ok = True
-    res.iteration_s = s.estimates.iteration_time
+    res.sync_iteration_s = s.estimates.iteration_time
+    res.iteration_s = s.pipeline.steady_state_time if s.pipeline else res.sync_iteration_s
+    res.family, res.split, res.staleness = s.layout.family, s.layout.split, s.layout.staleness
+    res.layouts = " ".join(f"{m.model}:{m.describe()}" for m in s.layout.models)
     res.peak_gb = max(s.memory.peak_after) / 1e9
     res.offload_gb = s.estimates.transfer_bytes / 1e9
     res.streamed = any(op.streamed for ops in s.ops.values() for op in ops)
@@ -243,8 +261,8 @@ def run_case(flow: str, graphs, sync, methods, policy_b: float, critic_b: float,
 
 
 def mark_best(results: list[Result]) -> None:
-    """Per case, the fastest feasible strategy (ties go to the simpler one: colocate, then
-    disaggregate, then search)."""
+    """Per case, the fastest feasible strategy (ties go to the simpler one, in
+    :data:`STRATEGIES` order)."""
     by_case: dict[tuple, list[Result]] = {}
     for r in results:
         by_case.setdefault(r.case, []).append(r)
@@ -278,7 +296,8 @@ def run(flows=FLOWS, sizes=SIZES, clusters=CLUSTERS, strategies=STRATEGIES, seed
 CSV_FIELDS = ("flow", "policy_params_b", "critic_params_b", "cluster", "strategy", "tp", "pp",
               "critic_tp", "fits", "best", "iteration_s", "peak_memory_gb_per_device",
               "capacity_gb_per_device", "offload_gb_per_iteration", "optimizer_streamed",
-              "compile_s", "placement", "reason")
+              "compile_s", "placement", "reason", "synchronous_iteration_s", "family", "split",
+              "staleness", "layouts")
 
 
 def write_csv(results: list[Result], path: Path) -> Path:
@@ -292,7 +311,9 @@ def write_csv(results: list[Result], path: Path) -> Path:
                         f"{r.iteration_s:.6g}" if r.ok else "",
                         f"{r.peak_gb:.6g}" if r.ok else "", f"{r.capacity_gb:.6g}",
                         f"{r.offload_gb:.6g}" if r.ok else "", int(r.streamed),
-                        f"{r.compile_s:.4f}", r.placement, r.reason])
+                        f"{r.compile_s:.4f}", r.placement, r.reason,
+                        f"{r.sync_iteration_s:.6g}" if r.ok else "", r.family, r.split,
+                        r.staleness if r.ok else "", r.layouts])
     return path
 
 
@@ -336,6 +357,46 @@ def table(results: list[Result]):
     return t
 
 
+def speedups(results: list[Result]) -> list[tuple[Result, Result, float]]:
+    """(search, colocate, colocate / search time) per case where both fit."""
+    by_case: dict[tuple, dict[str, Result]] = {}
+    for r in results:
+        by_case.setdefault(r.case, {})[r.strategy] = r
+    return [(rs["search"], rs["colocate"], rs["colocate"].iteration_s / rs["search"].iteration_s)
+            for rs in by_case.values()
+            if "search" in rs and "colocate" in rs and rs["search"].ok and rs["colocate"].ok]
+
+
+def plans_table(results: list[Result]):
+    """search vs colocate per case, with the plan search chose."""
+    from rich.table import Table
+
+    t = Table(title="search vs colocate (estimated seconds per episode) and the plan search "
+                    "chose", title_justify="left")
+    for col in ("flow", "policy/critic", "cluster", "colocate", "search", "speedup", "family",
+                "split", "k", "layouts (tp x pp x dp)"):
+        t.add_column(col, justify="right" if col in ("colocate", "search", "speedup", "k")
+                     else "left")
+    for srch, colo, x in speedups(results):
+        t.add_row(srch.flow.upper(), srch.sizes, srch.cluster, _fmt_s(colo.iteration_s),
+                  _fmt_s(srch.iteration_s), f"{x:.2f}x", srch.family, srch.split,
+                  str(srch.staleness), srch.layouts)
+    return t
+
+
+def verdict(results: list[Result]) -> str:
+    """The issue's bar: search >= 1.2x faster than colocate on at least half the cases where
+    colocate fits, never slower."""
+    sp = speedups(results)
+    fast = sum(x >= 1.2 for _, _, x in sp)
+    slower = [f"{s.flow} {s.sizes} {s.cluster}" for s, _, x in sp if x < 1 - 1e-9]
+    only = sum(1 for r in results if r.strategy == "search" and r.ok) - len(sp)
+    return (f"search >= 1.2x faster than colocate on {fast} of {len(sp)} cases "
+            f"(median {sorted(x for _, _, x in sp)[len(sp) // 2]:.2f}x); slower on "
+            f"{len(slower)}{': ' + ', '.join(slower) if slower else ''}; search fits "
+            f"{only} case(s) colocate does not") if sp else "no case where both fit"
+
+
 def failures(results: list[Result]) -> list[str]:
     """Lines for cases nothing fits, then for strategies that fail where another fits."""
     by_case: dict[tuple, list[Result]] = {}
@@ -365,7 +426,8 @@ def plot(results: list[Result], path: Path) -> Path:
     clusters = list(dict.fromkeys(r.cluster for r in results))
     fig = Figure(figsize=(5.2 * len(clusters), 3.6 * len(flows)))
     axes = fig.subplots(len(flows), len(clusters), squeeze=False)
-    colors = {"colocate": "#4c72b0", "disaggregate": "#dd8452", "search": "#55a868"}
+    colors = {"colocate": "#4c72b0", "disaggregate": "#dd8452", "hybrid": "#8172b3",
+              "search": "#55a868"}
     width = 0.8 / len(STRATEGIES)
     for i, flow in enumerate(flows):
         for j, cluster in enumerate(clusters):
@@ -432,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     con = Console(width=170)
     con.print(table(results))
+    con.print(plans_table(results))
+    con.print(verdict(results), highlight=False)
     con.print("* optimizer state streamed through the train step (ZeRO-Offload style). "
               "tp,pp: the policy's tensor/pipeline sizes / the critic's tensor size. "
               f"Batches: {BATCH['generation_batch_size']} samples per rollout call, 128 per "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.errors import CompileError, FlowRLError
 from flowrl.ir import ClusterSpec, FlowGraph, Mesh, PipelinePlan, Schedule
+from flowrl.ir.layout import PlanLayout
 
 if TYPE_CHECKING:  # types only: the pass modules import nothing from here
     from flowrl.compiler.colocation import Unit
@@ -55,6 +56,7 @@ class PlanContext:
     units: list[Unit] | None = None  # resources
     workload: Workload | None = None  # resources
     meshes: dict[str, Mesh] | None = None  # placement
+    layout: PlanLayout | None = None  # placement: per-model tp/pp/dp, split, staleness
     memory: MemoryModel | None = None  # memory
     offload_plan: OffloadPlan | None = None  # offload
     timed: TimedPlan | None = None  # schedule

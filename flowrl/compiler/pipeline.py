@@ -20,8 +20,9 @@ from flowrl.compiler.host_memory import host_report
 from flowrl.compiler.memory import memory
 from flowrl.compiler.offload import offload
 from flowrl.compiler.passes import Pass, PipelineAdvice, PlanContext, run_passes
+from flowrl.compiler.parallelism import plan_layout, with_layouts
 from flowrl.compiler.pipelining import scored_time
-from flowrl.compiler.placement import Workload, placement
+from flowrl.compiler.placement import Workload, plan_placement
 from flowrl.compiler.resources import ModelResources, model_resources, repeats
 from flowrl.compiler.schedule import OpCosts, schedule
 from flowrl.compiler.validate import validate
@@ -67,29 +68,42 @@ def _resources(ctx: PlanContext) -> dict[str, Any]:
             "workload": workload(ctx.graphs, ctx.args, resources)}
 
 
-def _score(ctx: PlanContext, meshes: dict[str, Mesh]) -> float:
-    """Estimated iteration seconds of ``meshes`` (the scoring passes on a candidate)."""
-    timed = run_passes(replace(ctx, meshes=meshes), SCORING_PASSES).timed
+def _score(ctx: PlanContext, meshes: dict[str, Mesh], staleness: int | None = None) -> float:
+    """Estimated seconds per episode of ``meshes`` (the scoring passes on a candidate), at
+    ``staleness`` (default: the config's ``max_staleness``)."""
+    args = ctx.args if staleness is None else \
+        ctx.args.model_copy(update={"max_staleness": staleness})
+    timed = run_passes(replace(ctx, meshes=meshes, args=args, layout=None),
+                       SCORING_PASSES).timed
     return scored_time(timed.estimates, timed.pipeline)
 
 
 def _placement(ctx: PlanContext) -> dict[str, Any]:
-    meshes = placement(ctx.units, ctx.resources, ctx.cluster, ctx.strategy, ctx.workload,
-                       ctx.args, ctx.seed, lambda m: _score(ctx, m))
-    return {"meshes": meshes}
+    placed = plan_placement(ctx.units, ctx.resources, ctx.cluster, ctx.strategy, ctx.workload,
+                            ctx.args, ctx.seed, lambda m: _score(ctx, m),
+                            lambda m, k: _score(ctx, m, k))
+    return {"meshes": placed.meshes,
+            "layout": plan_layout(placed, ctx.graphs, ctx.resources, ctx.workload, ctx.sync,
+                                  ctx.cluster, ctx.args)}
+
+
+def _planned(ctx: PlanContext) -> dict[str, ModelResources]:
+    """The resources at the placement's per-model layouts (a mesh's tp/pp may differ from
+    the config's when ``search`` chose them)."""
+    return with_layouts(ctx.resources, ctx.meshes)
 
 
 def _memory(ctx: PlanContext) -> dict[str, Any]:
-    return {"memory": memory(ctx.graphs, ctx.sync, ctx.resources, ctx.meshes, ctx.cluster,
+    return {"memory": memory(ctx.graphs, ctx.sync, _planned(ctx), ctx.meshes, ctx.cluster,
                              ctx.args)}
 
 
 def _offload(ctx: PlanContext) -> dict[str, Any]:
-    return {"offload_plan": offload(ctx.memory, ctx.resources)}
+    return {"offload_plan": offload(ctx.memory, _planned(ctx))}
 
 
 def _schedule(ctx: PlanContext) -> dict[str, Any]:
-    return {"timed": schedule(ctx.memory, ctx.offload_plan, ctx.graphs, ctx.resources,
+    return {"timed": schedule(ctx.memory, ctx.offload_plan, ctx.graphs, _planned(ctx),
                               ctx.meshes, ctx.cluster, ctx.args, ctx.op_costs)}
 
 
@@ -162,13 +176,14 @@ def _assemble(ctx: PlanContext) -> dict[str, Any]:
         graphs=dict(ctx.graphs), ops=ops, placement=dict(ctx.meshes), memory=report,
         estimates=timed.estimates, cluster=ctx.cluster, strategy=ctx.strategy,
         worker_groups=group_workers(ctx.meshes, list(ctx.resources)),
-        pipeline=ctx.pipeline.plan)}
+        pipeline=ctx.pipeline.plan, layout=ctx.layout)}
 
 
 VALIDATE = Pass("validate", (), ("validated",), _validate)
 DECOUPLED = Pass("decoupled", ("validated",), ("graphs",), _decoupled)
 RESOURCES = Pass("resources", ("validated",), ("resources", "units", "workload"), _resources)
-PLACEMENT = Pass("placement", ("resources", "units", "workload"), ("meshes",), _placement)
+PLACEMENT = Pass("placement", ("resources", "units", "workload"), ("meshes", "layout"),
+                 _placement)
 MEMORY = Pass("memory", ("resources", "meshes"), ("memory",), _memory)
 OFFLOAD = Pass("offload", ("memory", "resources"), ("offload_plan",), _offload)
 SCHEDULE = Pass("schedule", ("memory", "offload_plan", "meshes"), ("timed",), _schedule)

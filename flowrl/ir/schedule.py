@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from flowrl.errors import FlowRLError
 from flowrl.ir.graph import FlowGraph
+from flowrl.ir.layout import PlanLayout
 from flowrl.ir.ops import (Estimates, MemoryPoint, MemoryReport, Mesh, Op, OpKind,  # noqa: F401
                            WorkerGroup, group_workers)
 from flowrl.ir.pipeline import PipelinePlan
@@ -32,7 +33,9 @@ class Schedule:
     :class:`~flowrl.ir.cluster.ClusterSpec`); a schedule built with
     :func:`flowrl.compiler.lower.lower` (no cluster) has only the ops and empty dicts there.
     ``pipeline`` (:class:`~flowrl.ir.pipeline.PipelinePlan`): the pipelined episode, only
-    when compiled with ``runtime_args.max_staleness >= 1`` and a cluster.
+    when compiled with ``runtime_args.max_staleness >= 1`` and a cluster. ``layout``
+    (:class:`~flowrl.ir.layout.PlanLayout`): per-model tp x pp x dp, the rollout:train split
+    and the staleness the placement pass chose (``None`` without a cluster).
     """
 
     graphs: dict[str, FlowGraph]
@@ -44,6 +47,7 @@ class Schedule:
     strategy: str = "none"
     worker_groups: list[WorkerGroup] = field(default_factory=list)
     pipeline: PipelinePlan | None = None
+    layout: PlanLayout | None = None
 
     def ops_for(self, role: str) -> list[Op]:
         return self.ops.get(role, [])

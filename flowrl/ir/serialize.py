@@ -13,6 +13,7 @@ from typing import Any
 
 from flowrl.ir.cluster import ClusterSpec
 from flowrl.ir.graph import CallNode, FlowGraph
+from flowrl.ir.layout import PlanLayout
 from flowrl.ir.ops import Estimates, MemoryReport, Mesh, Op, group_workers
 from flowrl.ir.pipeline import PipelinePlan
 
@@ -57,6 +58,8 @@ def schedule_to_json(schedule: Any) -> dict[str, Any]:
     }
     if schedule.pipeline is not None:  # only for max_staleness >= 1: k = 0 JSON is unchanged
         out["pipeline"] = schedule.pipeline.to_dict()
+    if getattr(schedule, "layout", None) is not None:  # compiled with a cluster
+        out["layout"] = schedule.layout.to_dict()
     return out
 
 
@@ -75,7 +78,8 @@ def schedule_from_json(data: dict[str, Any], cls: type) -> Any:
         estimates=Estimates.from_dict(data["estimates"]) if data.get("estimates") else {},
         cluster=ClusterSpec.model_validate(cluster) if isinstance(cluster, dict) else cluster,
         strategy=data["strategy"], worker_groups=group_workers(placement),
-        pipeline=PipelinePlan.from_dict(data["pipeline"]) if data.get("pipeline") else None)
+        pipeline=PipelinePlan.from_dict(data["pipeline"]) if data.get("pipeline") else None,
+        layout=PlanLayout.from_dict(data["layout"]) if data.get("layout") else None)
 
 
 def write_schedule_file(schedule: Any, path: str | Path) -> Path:

@@ -1,7 +1,8 @@
 """The placement strategy registry: a strategy is a function registered under its name.
 
 A new strategy is one file in this package with one ``@register_strategy("name")`` function
-taking a :class:`PlacementRequest` and returning model -> :class:`~flowrl.ir.Mesh`, plus
+taking a :class:`PlacementRequest` and returning model -> :class:`~flowrl.ir.Mesh` (or a
+:class:`Placed`, when it also chooses the staleness and knows its plan's family), plus
 its import in ``__init__.py``; validation, the CLI's ``--strategy`` choices and the error for
 an unknown name all read the registry.
 """
@@ -22,6 +23,9 @@ from flowrl.ir import ClusterSpec, Mesh
 Workload = dict[str, list[tuple[CallKind, int]]]
 #: meshes -> estimated iteration seconds (``inf`` when infeasible): the later passes composed.
 Evaluate = Callable[[dict[str, Mesh]], float]
+#: (meshes, staleness) -> estimated seconds per episode at that ``max_staleness`` (``inf``
+#: when infeasible): what lets ``search`` choose the staleness too.
+EvaluateAt = Callable[[dict[str, Mesh], int], float]
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,22 @@ class PlacementRequest:
     args: RuntimeArgs
     seed: int = 0
     evaluate: Evaluate | None = None  # scores a candidate placement (search)
+    evaluate_at: EvaluateAt | None = None  # scores it at a staleness (search, hybrid)
 
 
-Strategy = Callable[[PlacementRequest], dict[str, Mesh]]
+@dataclass(frozen=True)
+class Placed:
+    """A strategy's answer: the meshes and, for planners that choose them, the staleness the
+    plan needs, its family (``colocated``, ``disaggregated``, ``hybrid``, ``custom``) and its
+    score (estimated seconds per episode; ``nan`` when the strategy did not score it)."""
+
+    meshes: dict[str, Mesh]
+    staleness: int | None = None  # None: the config's max_staleness
+    family: str = "custom"
+    score: float = float("nan")
+
+
+Strategy = Callable[[PlacementRequest], "dict[str, Mesh] | Placed"]
 _STRATEGIES: dict[str, Strategy] = {}
 
 
