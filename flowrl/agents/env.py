@@ -100,7 +100,7 @@ class ToolEnvironment(Environment):
         try:
             call = self.parser.parse(action)
         except AgentError as err:
-            return StepResult(self.format_error(str(err)), info={"parse_error": 1})
+            return StepResult(self.format_error(str(err)), info={"parse_errors": 1})
         if call is None:
             return StepResult("", self.final_reward(action), True, {"final_answer": 1})
         try:

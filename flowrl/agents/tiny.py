@@ -138,7 +138,10 @@ class TinyAgent(AgentRollout):
                            self.model_config.generation.temperature)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, bos=False)
+        # Observations may hold any text (error messages); the toy vocabulary is lower-case
+        # letters, digits and a little punctuation, so other characters become "?".
+        vocab = self.tokenizer.token_to_id
+        return [vocab.get(c, vocab["?"]) for c in text.lower()]
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
