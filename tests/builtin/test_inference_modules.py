@@ -166,6 +166,28 @@ def test_reference_equals_policy_logprobs_at_the_same_weights(config, rollout):
     torch.testing.assert_close(ref["ref_logprobs"], out["logprobs"])
 
 
+def test_reference_on_rollouts_of_different_prompt_widths(config, policy):
+    """The replay buffer collates rows of several rollouts, right-padding the narrower prompts
+    with 0; the scorers re-align the prompt block, so the numbers do not change."""
+    from flowrl.runtime.batch import Batch
+
+    ds = policy.build_dataset(["ab", "hello world"])
+    torch.manual_seed(3)
+    parts = [policy.forward_step(ds.collate_fn([ds[i]])) for i in (0, 1)]
+    mixed = Batch.collate(Batch(parts[0]).samples() + Batch(parts[1]).samples())
+    assert mixed["prompt_mask"][0].tolist() == [1, 1, 0, 0, 0, 0]  # right-padded by collate
+    ref = _up(Reference("ref"), config).forward_step(mixed)
+    torch.testing.assert_close(ref["ref_logprobs"], mixed["logprobs"])
+
+
+def test_forward_batch_size_chunks_give_the_same_numbers(dirs, rollout):
+    _, out = rollout
+    config = load_config({"models": {"ref": {"model_path": dirs["policy"], "generation": GEN,
+                                             "args": {"forward_batch_size": 2}}}})
+    ref = _up(Reference("ref"), config).forward_step(out)
+    torch.testing.assert_close(ref["ref_logprobs"], out["logprobs"])
+
+
 def test_policy_accepts_sync_from_a_trainer(dirs, rollout):
     from flowrl.models.hf import HFModule
     from flowrl.runtime.sync import sync_parameters
@@ -225,8 +247,9 @@ def test_model_dir_does_not_exist(config, dirs):
 
 
 def test_causal_lm_is_not_a_reward_model(config, dirs):
-    with pytest.raises(ConfigError, match=r"models\.not_rm\.model_path: .* is not a reward "
-                                          r"model: .*LlamaForCausalLM"):
+    with pytest.raises(ConfigError, match=r"^models\.not_rm\.model_path: .* is not a reward "
+                                          r"model: its config.json architectures are "
+                                          r"\['LlamaForCausalLM'\]"):
         _up(RewardModel("not_rm"), config)
 
 

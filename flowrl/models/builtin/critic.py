@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from flowrl.models.base import outputs
-from flowrl.models.builtin.inference import FrozenHFModule, full_sequence, require_keys
+from flowrl.models.builtin.inference import FrozenHFModule, full_sequence, in_chunks, require_keys
 from flowrl.models.builtin.reference import ROLLOUT_INPUTS
 from flowrl.models.hf import HFValueModel, response_values
 
@@ -25,5 +25,7 @@ class Critic(FrozenHFModule):
         require_keys(self.name, "forward_step", batch, ROLLOUT_INPUTS)
         tokens, mask, p = full_sequence(batch)
         with torch.no_grad():
-            v = response_values(self.model, tokens.to(self.device), mask.to(self.device), p)
+            v = in_chunks(lambda t, m: response_values(self.model, t, m, p),
+                          self.typed_args.forward_batch_size, tokens.to(self.device),
+                          mask.to(self.device))
         return {"values": (v * batch["response_mask"].to(v.device)).cpu()}

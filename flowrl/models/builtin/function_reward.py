@@ -72,7 +72,7 @@ class FunctionReward(BaseModule):
         super().reset()
 
     # ---- steps ------------------------------------------------------------------------------
-    def score_responses(self, batch: dict, method: str, response: str) -> torch.Tensor:
+    def _score_responses(self, batch: dict, method: str, response: str) -> torch.Tensor:
         """Scores of ``batch[response]`` (masked by ``<response>_mask``), one per row."""
         require_keys(self.name, method, batch, (response, f"{response}_mask"))
         if self.pool is None:
@@ -93,11 +93,11 @@ class FunctionReward(BaseModule):
 
     @outputs("score")
     def forward_step(self, batch: dict, iteration: int = 0) -> dict:
-        return {"score": self.score_responses(batch, "forward_step", "response")}
+        return {"score": self._score_responses(batch, "forward_step", "response")}
 
     @outputs("baseline_score")
     def baseline_step(self, batch: dict, iteration: int = 0) -> dict:
-        return {"baseline_score": self.score_responses(batch, "baseline_step",
+        return {"baseline_score": self._score_responses(batch, "baseline_step",
                                                        "baseline_response")}
 
 

@@ -1,28 +1,52 @@
 """What the built-in inference modules share: a frozen :class:`~flowrl.models.hf.HFModule`
-whose loading errors name ``models.<name>.model_path`` and the directory, and the rollout's
-full sequence (prompt + response) that every scorer runs on.
+whose loading errors name ``models.<name>.model_path`` and the directory, the rollout's full
+sequence (prompt + response) that every scorer runs on, and forward passes in row chunks
+(``args.forward_batch_size``) so a large rollout never materialises all its logits at once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from flowrl.errors import ConfigError
-from flowrl.models.hf import HFModule, load_tokenizer
+from flowrl.errors import ConfigError, FlowRLError
+from flowrl.models.args import ModuleArgs
+from flowrl.models.builtin.prompts import left_align
+from flowrl.models.hf import HFArgs, HFModule, load_tokenizer
+
+
+class ForwardBatchArgs(ModuleArgs):
+    """The chunking setting every built-in inference module has."""
+
+    forward_batch_size: int | None = Field(
+        None, ge=1, description="rows per forward pass when scoring (default: the whole batch)")
+
+
+class InferenceArgs(HFArgs, ForwardBatchArgs):
+    """``models.<name>.args`` of the frozen scorers (Reference, Critic, RewardModel)."""
 
 
 def full_sequence(batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(tokens, attention_mask, prompt_len)`` of a rollout batch: ``prompt ++ response``.
 
-    The prompt block is left-padded and the response is padded after EOS, so the response's
-    first token always sits at column ``prompt_len``.
+    The prompt block is left-aligned first (a batch collated from rollouts of different prompt
+    widths is right-padded), so the response's first token follows the prompt's last one.
     """
-    return (torch.cat([batch["prompt"], batch["response"]], 1),
-            torch.cat([batch["prompt_mask"].long(), batch["response_mask"].long()], 1),
-            batch["prompt"].shape[1])
+    prompt, prompt_mask = left_align(batch["prompt"], batch["prompt_mask"].long())
+    return (torch.cat([prompt, batch["response"]], 1),
+            torch.cat([prompt_mask, batch["response_mask"].long()], 1), prompt.shape[1])
+
+
+def in_chunks(fn: Callable[..., torch.Tensor], size: int | None,
+              *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)`` computed ``size`` rows at a time and concatenated (no grad needed)."""
+    if size is None or tensors[0].shape[0] <= size:
+        return fn(*tensors)
+    return torch.cat([fn(*parts) for parts in zip(*(t.split(size) for t in tensors))])
 
 
 def require_keys(model: str, method: str, batch: dict, keys: tuple[str, ...]) -> None:
@@ -38,7 +62,9 @@ class FrozenHFModule(HFModule):
     """An :class:`HFModule` used for inference only: loaded from ``models.<name>.model_path``
     with errors that name the setting and the directory, kept in eval mode without gradients."""
 
-    def model_dir(self) -> Path:
+    Args = InferenceArgs
+
+    def _model_dir(self) -> Path:
         """``models.<name>.model_path`` as an existing directory (else :class:`ConfigError`)."""
         path = Path(self.model_path)  # ConfigError when unset
         if not path.is_dir():
@@ -50,18 +76,20 @@ class FrozenHFModule(HFModule):
                               f"model.save_pretrained(dir))")
         return path
 
-    def load_model(self) -> nn.Module:
+    def _load_model(self) -> nn.Module:
         """The model of :meth:`build_model`, with load failures named after the model's dir."""
-        path = self.model_dir()
+        path = self._model_dir()
         try:
             return self.build_model()
+        except FlowRLError:
+            raise
         except (OSError, ValueError, KeyError) as err:
             raise ConfigError(f"models.{self.name}.model_path: cannot load a "
                               f"{type(self).__name__} model from {path}: {err}") from err
 
-    def load_tokenizer(self, required: bool):
+    def _load_tokenizer(self, required: bool):
         """The tokenizer saved beside the weights; ``None`` when absent and not ``required``."""
-        path = self.model_dir()
+        path = self._model_dir()
         if not (path / "tokenizer_config.json").is_file():
             if required:
                 raise ConfigError(f"models.{self.name}.model_path: {path} has no tokenizer "
@@ -71,7 +99,7 @@ class FrozenHFModule(HFModule):
         return load_tokenizer(path)
 
     def setup(self) -> None:
-        self.model = self.load_model()
-        self.tokenizer = self.load_tokenizer(required=False)
+        self.model = self._load_model()
+        self.tokenizer = self._load_tokenizer(required=False)
         self.model.eval()
         self.model.requires_grad_(False)

@@ -17,7 +17,8 @@ import torch
 from pydantic import Field
 
 from flowrl.models.builtin.generators import Generator, resolve_generator, start_vllm_engine
-from flowrl.models.builtin.inference import FrozenHFModule, require_keys
+from flowrl.models.builtin.inference import (ForwardBatchArgs, FrozenHFModule, in_chunks,
+                                             require_keys)
 from flowrl.models.builtin.prompts import PromptDataset
 from flowrl.models.hf import load_causal_lm, response_logprobs
 from flowrl.models.base import outputs
@@ -34,7 +35,7 @@ def logprob_temperature(temperature: float) -> float:
     return temperature if temperature > 0 else 1.0
 
 
-class PolicyArgs(VLLMArgs):
+class PolicyArgs(VLLMArgs, ForwardBatchArgs):
     """``models.<name>.args`` of a :class:`Policy`. The vLLM engine settings it inherits
     (``max_model_len``, ``gpu_memory_utilization``, ...) apply when vLLM generates."""
 
@@ -59,8 +60,8 @@ class Policy(FrozenHFModule):
 
     def setup(self) -> None:
         self.generator_name = resolve_generator(self.name, self.typed_args.generator)
-        self.model = self.load_model()
-        self.tokenizer = self.load_tokenizer(required=True)
+        self.model = self._load_model()
+        self.tokenizer = self._load_tokenizer(required=True)
         self.model.eval()
         self.model.requires_grad_(False)
         if self.generator_name == "vllm":
@@ -108,10 +109,11 @@ class Policy(FrozenHFModule):
         gen = self.generate(batch["prompt"], batch["prompt_mask"])
         p = batch["prompt"].shape[1]
         mask = gen["response_mask"]
+        temperature = logprob_temperature(self.generation_temperature)
         with torch.no_grad():
-            lp = response_logprobs(self.model, gen["tokens"].to(self.device),
-                                   gen["attention_mask"].to(self.device), p,
-                                   logprob_temperature(self.generation_temperature))
+            lp = in_chunks(lambda t, m: response_logprobs(self.model, t, m, p, temperature),
+                           self.typed_args.forward_batch_size, gen["tokens"].to(self.device),
+                           gen["attention_mask"].to(self.device))
         lengths = mask.sum(1).float()
         self.log("generated_tokens", lengths.sum().item(), reduce="sum")
         self.log("response_length", lengths.mean().item())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from flowrl.models.base import outputs
-from flowrl.models.builtin.inference import FrozenHFModule, full_sequence, require_keys
+from flowrl.models.builtin.inference import FrozenHFModule, full_sequence, in_chunks, require_keys
 from flowrl.models.builtin.policy import logprob_temperature
 from flowrl.models.hf import load_causal_lm, response_logprobs
 
@@ -27,6 +27,7 @@ class Reference(FrozenHFModule):
         tokens, mask, p = full_sequence(batch)
         temperature = logprob_temperature(float(self.model_config.generation.temperature))
         with torch.no_grad():
-            lp = response_logprobs(self.model, tokens.to(self.device), mask.to(self.device), p,
-                                   temperature)
+            lp = in_chunks(lambda t, m: response_logprobs(self.model, t, m, p, temperature),
+                           self.typed_args.forward_batch_size, tokens.to(self.device),
+                           mask.to(self.device))
         return {"ref_logprobs": (lp * batch["response_mask"].to(lp.device)).cpu()}

@@ -12,7 +12,7 @@ from torch import nn
 
 from flowrl.errors import ConfigError
 from flowrl.models.base import outputs
-from flowrl.models.builtin.inference import FrozenHFModule, require_keys
+from flowrl.models.builtin.inference import FrozenHFModule, full_sequence, in_chunks, require_keys
 from flowrl.models.hf import (
     VALUE_HEAD_FILE, HFValueModel, position_ids_from_mask, sequence_scores, torch_dtype,
     transformers)
@@ -33,7 +33,7 @@ class RewardModel(FrozenHFModule):
     kind: str | None = None  # "classifier" or "value_head", set in setup
 
     def build_model(self) -> nn.Module:
-        path = self.model_dir()
+        path = self._model_dir()
         if (path / VALUE_HEAD_FILE).is_file():
             self.kind = "value_head"
             return HFValueModel.from_pretrained(path, self.dtype, device=self.device)
@@ -58,22 +58,24 @@ class RewardModel(FrozenHFModule):
 
     def scores(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One score per row of ``tokens`` (any padding), read at the last real token."""
-        tokens, mask = tokens.to(self.device), mask.to(self.device).long()
         with torch.no_grad():
-            if self.kind == "value_head":
-                return sequence_scores(self.model, tokens, mask).float().cpu()
-            backbone = getattr(self.model, self.model.base_model_prefix)
-            hidden = backbone(input_ids=tokens, attention_mask=mask,
-                              position_ids=position_ids_from_mask(mask),
-                              use_cache=False).last_hidden_state
-            values = self.model.score(hidden)[..., 0].float()
-            return last_token_scores(values, mask).cpu()
+            return in_chunks(self._scores, self.typed_args.forward_batch_size,
+                             tokens.to(self.device), mask.to(self.device).long()).cpu()
+
+    def _scores(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.kind == "value_head":
+            return sequence_scores(self.model, tokens, mask).float()
+        backbone = getattr(self.model, self.model.base_model_prefix)
+        hidden = backbone(input_ids=tokens, attention_mask=mask,
+                          position_ids=position_ids_from_mask(mask),
+                          use_cache=False).last_hidden_state
+        return last_token_scores(self.model.score(hidden)[..., 0].float(), mask)
 
     def _score(self, batch: dict, method: str, response: str) -> torch.Tensor:
         require_keys(self.name, method, batch, ("prompt", "prompt_mask", response,
                                                 f"{response}_mask"))
-        tokens = torch.cat([batch["prompt"], batch[response]], 1)
-        mask = torch.cat([batch["prompt_mask"].long(), batch[f"{response}_mask"].long()], 1)
+        tokens, mask, _ = full_sequence({**batch, "response": batch[response],
+                                         "response_mask": batch[f"{response}_mask"]})
         return self.scores(tokens, mask)
 
     @outputs("score")
