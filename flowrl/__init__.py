@@ -40,3 +40,8 @@ from flowrl.models.megatron_module import MegatronModule  # noqa: E402
 from flowrl.models.vllm_module import VLLMModule  # noqa: E402
 
 __all__ += ["VLLMModule", "MegatronModule", "DeepSpeedModule", "HFModule", "HFValueModel"]
+
+# `flowrl train` from Python: flowrl.train("grpo.yaml", overrides=["runtime_args.num_episode=3"])
+from flowrl.recipes import train  # noqa: E402
+
+__all__ += ["train"]

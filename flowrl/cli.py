@@ -5,12 +5,16 @@
     flowrl explain CONFIG.yaml [same options]
     flowrl explain TARGET --profile RUN_DIR     (measured op costs instead of the cost model)
     flowrl bench placement [--quick] [--out DIR]   (benchmarks/placement.py)
+    flowrl train CONFIG.yaml [key=value ...]    (an algorithm by name: flowrl.recipes)
 
 ``explain`` on a script runs it until its first ``engine.learn()``: an observer of
 ``learn()`` (:func:`flowrl.engines.engine.observe_learn`) captures that engine and stops the
 script before anything is set up or trained, and the engine is compiled (no weights are
-needed by the compiler). On a YAML config it plans the built-in PPO flows (``RLHFEngine``)
-for the six models of its ``models:`` section with placeholder modules that are never set up.
+needed by the compiler). On a ``flowrl train`` config (one with an ``algorithm:`` section)
+it plans the recipe's engine (built-in modules, never set up: no weights are read) and takes
+``key=value`` overrides as ``train`` does. On another YAML config it plans the built-in PPO
+flows (``RLHFEngine``) for the six models of its ``models:`` section with placeholder modules
+that are never set up.
 """
 
 from __future__ import annotations
@@ -114,8 +118,16 @@ def _explain_script(path: str, extra: list[str]) -> Any:
     raise FlowRLError(f"{path} never called engine.learn(), so there is nothing to explain")
 
 
-def _config_engine(path: str, cluster: str | None) -> tuple[Any, Any]:
-    """The PPO engine planned from a YAML config, and the cluster to plan it on."""
+def _config_engine(path: str, cluster: str | None, extra: list[str]) -> tuple[Any, Any]:
+    """The engine planned from a YAML config, and the cluster to plan it on: a train
+    config's recipe (no cluster needed: calls in order), else the PPO placeholder flows."""
+    from flowrl import recipes
+
+    if recipes.is_train_config(path):
+        engine = recipes.plan(path, extra)
+        return engine, cluster or engine.config.cluster
+    if extra:
+        raise FlowRLError(f"unexpected arguments for a config: {' '.join(extra)}")
     engine = ppo_engine_from_config(path)
     cluster = cluster or engine.config.cluster
     if cluster is None:
@@ -173,9 +185,7 @@ def _plan(args: argparse.Namespace, extra: list[str]) -> tuple[list[Any], list[A
     if args.profile:
         cluster, strategy, profile = _load_profile(args.profile, cluster, strategy)
     if target.endswith((".yaml", ".yml")):
-        if extra:
-            raise FlowRLError(f"unexpected arguments for a config: {' '.join(extra)}")
-        engine, cluster = _config_engine(target, cluster)
+        engine, cluster = _config_engine(target, cluster, extra)
     else:
         engine = _explain_script(target, extra)
     schedule = engine.compile(cluster, strategy)
@@ -261,6 +271,32 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
         return 1
 
 
+def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    """``flowrl train CONFIG [key=value ...]``: 0 when training finished, 1 on a user error
+    (the message, no traceback), 2 on a usage error."""
+    from flowrl import recipes
+
+    if not os.path.isfile(args.config):
+        print(f"error: no such file: {args.config}", file=sys.stderr)
+        return 2
+    flags = [a for a in extra if a.startswith("-")]
+    if flags:
+        print(f"error: unknown option(s) {' '.join(flags)}; flowrl train takes CONFIG.yaml "
+              f"and key=value overrides", file=sys.stderr)
+        return 2
+    try:
+        if not recipes.is_train_config(args.config):
+            raise FlowRLError(f"{args.config} has no 'algorithm:' section, so it is not a "
+                              f"flowrl train config (e.g. algorithm: {{name: grpo}}; known: "
+                              f"{', '.join(recipes.ALGORITHMS)})")
+        engine = recipes.train(args.config, [*args.overrides, *extra])
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(recipes.summary(engine))
+    return 0
+
+
 #: ``flowrl bench NAME`` runs ``benchmarks/NAME.py``'s ``main(argv)``.
 BENCHMARKS = ("placement",)
 
@@ -307,6 +343,13 @@ def _parser() -> argparse.ArgumentParser:
                         "written by learn() when output_dir is set) instead of the analytic "
                         "cost model, and show predicted vs measured per op; cluster and "
                         "strategy default to the run's (RUN_DIR/schedule.json)")
+    t = sub.add_parser("train", help="train an algorithm by name from a YAML config",
+                       description="Train with a flowrl train config (algorithm:, model:, "
+                                   "data:, reward:); key=value overrides use dotted keys, e.g. "
+                                   "algorithm.kl.coef=0.01 runtime_args.num_episode=3.")
+    t.add_argument("config", help="a YAML config with an algorithm: section")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted-key overrides, values read as YAML")
     b = sub.add_parser("bench", help="benchmarks: 'placement' compares placement strategies",
                        description="Run a benchmark from the source tree's benchmarks/ "
                                    "directory; other arguments go to it (see "
@@ -326,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = _parser().parse_known_args(argv)
     if args.command == "bench":
         return _bench(args.what, extra + passthrough)
+    if args.command == "train":
+        return _train(args, extra + passthrough)
     return _explain(args, extra + passthrough)
 
 

@@ -28,6 +28,7 @@ LAYERS = {
     "flowrl": 8, "cli": 9,
     "data": 4.5, "rewards": 4.5,  # issue 15: user data / reward functions; import models' extras
     "agents": 4.5,  # issue 16: environments, tools and the multi-turn rollout module
+    "recipes": 7.5,  # issue 15: `flowrl train` builds engines from a config (above engines)
 }
 
 #: Permanent, deliberate exceptions: (importer, imported) -> why.

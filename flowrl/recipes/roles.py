@@ -1,0 +1,63 @@
+"""Which models an algorithm runs, by role, and their generated ``models.<role>`` sections.
+
+The names follow the roles (ChatLearn's policy / reference / reward / value / ppo_policy /
+ppo_value, spelt for what each does):
+
+=================  ==========================================================  ============
+role               what it is                                                  weights
+=================  ==========================================================  ============
+``policy``         generates (vLLM or HF ``generate``); synced from ``actor``  model.path
+``reference``      frozen log-probs for the KL term (absent when kl.coef = 0)  model.reference
+``critic``         value head (PPO); synced from ``critic_trainer``            model.critic
+``reward``         a reward model, or the ``reward:`` function (no weights)    model.reward_model
+``advantage``      the algorithm's advantage math (no weights)                 --
+``actor``          trains the policy (PPO/GRPO loss, DPO, SFT)                 model.path
+``critic_trainer`` trains the value head (PPO)                                 model.critic
+=================  ==========================================================  ============
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The roles of each engine family, in flow order; "reference" is dropped when no KL term.
+FAMILY_ROLES: dict[str, tuple[str, ...]] = {
+    "grpo": ("policy", "reference", "reward", "advantage", "actor"),
+    "remax": ("policy", "reference", "reward", "advantage", "actor"),
+    "ppo": ("policy", "reference", "critic", "reward", "advantage", "actor", "critic_trainer"),
+    "online_dpo": ("policy", "reward", "reference", "actor"),
+    "dpo": ("reference", "actor"),
+    "sft": ("actor",),
+}
+
+#: Families whose reference is always needed (the DPO loss is relative to it).
+_REFERENCE_ALWAYS = ("dpo", "online_dpo")
+
+
+def roles(family: str, kl_coef: Any) -> tuple[str, ...]:
+    """The roles ``family`` runs; without a KL term (``kl_coef == 0``) no reference."""
+    names = FAMILY_ROLES[family]
+    drop = family not in _REFERENCE_ALWAYS and kl_coef == 0
+    return tuple(r for r in names if not (drop and r == "reference"))
+
+
+def model_sections(family: str, kl_coef: Any, model: dict[str, Any]) -> dict[str, dict]:
+    """The generated ``models:`` sections of ``family`` from the ``model:`` section (raw:
+    this runs before validation, so it only copies values; the validation checks them)."""
+    path = model.get("path")
+    weights = {
+        "policy": path, "actor": path,
+        "reference": model.get("reference") or path,
+        "critic": model.get("critic") or path,
+        "critic_trainer": model.get("critic") or path,
+        "reward": model.get("reward_model"),
+    }
+    out: dict[str, dict] = {}
+    for role in roles(family, kl_coef):
+        section: dict[str, Any] = {}
+        if weights.get(role):
+            section["model_path"] = weights[role]
+            if model.get("dtype") is not None:
+                section["dtype"] = model["dtype"]
+        out[role] = section
+    return out
