@@ -86,4 +86,5 @@ class CriticTrainer(CriticLoss, HFBackend):
     Args = hf_args(CriticOptions)
 
     def __new__(cls, *args: Any, **kwargs: Any):
-        return new_trainer(cls, CriticTrainer, CriticLoss, CriticOptions, CRITIC_BACKENDS, "critic trainer", args, kwargs)
+        return new_trainer(cls, CriticTrainer, CriticLoss, CriticOptions, CRITIC_BACKENDS,
+                           "critic trainer", args, kwargs)

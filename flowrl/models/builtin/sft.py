@@ -139,4 +139,5 @@ class SFTTrainer(SFTLoss, HFBackend):
     Args = hf_args(SFTOptions)
 
     def __new__(cls, *args: Any, **kwargs: Any):
-        return new_trainer(cls, SFTTrainer, SFTLoss, SFTOptions, BACKENDS, "SFT trainer", args, kwargs)
+        return new_trainer(cls, SFTTrainer, SFTLoss, SFTOptions, BACKENDS, "SFT trainer",
+                           args, kwargs)

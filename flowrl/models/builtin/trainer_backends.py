@@ -7,6 +7,7 @@ A built-in trainer writes its loss once, as a mixin, against three methods a bac
   HF model, the DeepSpeed engine or the Megatron GPT);
 * ``token_logprobs(model, tokens, mask, prompt_len, return_entropy=False)``: log-probs (and
   entropies) of the tokens after ``prompt_len``, ``[B, N]``;
+* ``token_logits(model, tokens, mask)``: the logits ``[B, T, V]`` of whole sequences;
 * ``token_values(model, tokens, mask, prompt_len)``: a value head's ``V(s_t)``, ``[B, N]``.
 
 The backend is ``models.<name>.args.backend``; the class is chosen when the trainer is
@@ -106,6 +107,11 @@ class HFBackend(BackendMixin, HFModule):
                                     prompt_len, self.model_config.generation.temperature,
                                     return_entropy=return_entropy)
 
+    def token_logits(self, model: nn.Module, tokens: torch.Tensor,
+                     mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of left- or right-padded ``tokens``."""
+        return hf.sequence_logits(model, tokens.to(self.device), mask.to(self.device))
+
     def token_values(self, model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
                      prompt_len: int) -> torch.Tensor:
         return hf.response_values(model, tokens.to(self.device), mask.to(self.device),
@@ -139,6 +145,7 @@ def deepspeed_backend() -> type:
             return {**stats, "lr": lr} if stats else stats
 
         token_logprobs = HFBackend.token_logprobs  # the engine is called like the HF model
+        token_logits = HFBackend.token_logits
         token_values = HFBackend.token_values
 
     return DeepSpeedBackend
@@ -166,6 +173,10 @@ def megatron_backend() -> type:
             return kernels.token_logprobs(logits, tokens[:, prompt_len:].to(self.device),
                                           temperature=self.model_config.generation.temperature,
                                           return_entropy=return_entropy)
+
+        def token_logits(self, model: nn.Module, tokens: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+            return self.logits(tokens, mask)
 
         def token_values(self, model, tokens, mask, prompt_len):
             raise ConfigError(f"models.{self.name}.args.backend: megatron has no value head; "
