@@ -121,9 +121,9 @@ def test_callback_class_without_a_name_is_named_by_its_class():
 @pytest.mark.parametrize("bad", [42, "print", object()])
 def test_a_callback_that_is_nothing_callable_is_refused(bad):
     engine = build_grpo(config(TINY_GRPO, num_episode=1), False)
-    with pytest.raises(ConfigError, match=rf"callback .* is neither a function nor an object "
-                                          rf"with one of the hooks on_train_begin, "
-                                          rf"on_train_step, on_episode_end, on_train_end"):
+    with pytest.raises(ConfigError, match=r"callback .* is neither a function nor an object "
+                                          r"with one of the hooks on_train_begin, "
+                                          r"on_train_step, on_episode_end, on_train_end"):
         engine.add_callback(bad)
     with pytest.raises(ConfigError, match=type(bad).__name__):
         engine.learn(callbacks=[bad])

@@ -66,8 +66,8 @@ def test_the_console_can_be_swapped_after_setup():
 def test_wandb_offline_writes_the_run_files_without_a_network(tmp_path, capsys):
     pytest.importorskip("wandb")
     cfg = config(TINY_GRPO, num_episode=2, output_dir=str(tmp_path), save_episode_interval=2,
-                 wandb={"project": "flowrl-test", "name": "tiny", "mode": "offline",
-                        "tags": ["grpo", "ci"]})
+                 wandb={"project": "flowrl-test", "name": "tiny-run", "mode": "offline",
+                        "tags": ["tag-one", "ci"]})
     engine = build_grpo(cfg, False)
     rows = engine.learn()
     out = capsys.readouterr().out
@@ -78,7 +78,7 @@ def test_wandb_offline_writes_the_run_files_without_a_network(tmp_path, capsys):
     data = files[0].read_bytes()
     for key in ("reward/score", "grpo_policy/loss", "grpo_policy/grad_norm", "time/episode_s"):
         assert key.encode() in data, key
-    assert b"flowrl-test" in data and b"grpo" in data and b"tiny" in data
+    assert b"flowrl-test" in data and b"tag-one" in data and b"tiny-run" in data
     # the start line says where every output goes
     line = next(x for x in out.splitlines() if x.startswith("run dir:"))
     assert f"run dir: {tmp_path} |" in line and f"metrics: {tmp_path}/metrics.jsonl" in line
