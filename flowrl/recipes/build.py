@@ -19,6 +19,7 @@ from flowrl.dsl.flow import flow
 from flowrl.models.base import BaseModule
 from flowrl.recipes import dpo, grpo, ppo, remax, sft
 from flowrl.recipes.config import TrainConfig, load_train_config
+from flowrl.recipes.feed import DataFeed
 
 #: The engine function of each family (see the family's file; each is a template to copy).
 ENGINES: dict[str, Callable[..., Engine]] = {
@@ -41,6 +42,8 @@ def make_module(role: str, cfg: TrainConfig) -> BaseModule:
         return _reward(cfg)
     if role == "advantage":
         return Advantage(role, algo.settings())
+    if role == "feed":
+        return DataFeed(role)
     if role == "critic_trainer":
         from flowrl.models.builtin.critic_trainer import CriticTrainer
         return CriticTrainer(role)

@@ -139,6 +139,14 @@ class TrainConfig(FlowRLConfig):
         if p.groups and n < 2:
             raise ValueError(f"runtime_args.num_inference_per_prompt={n}: {name} compares "
                              f"the samples of one prompt and needs at least 2")
+        a = self.runtime_args
+        if p.family == "online_dpo" and a.train_micro_batch_size % n:
+            raise ValueError(f"runtime_args.train_micro_batch_size={a.train_micro_batch_size}: "
+                             f"{name} pairs the {n} candidates of a prompt inside one "
+                             f"micro-batch; make it a multiple of num_inference_per_prompt")
+        if p.family == "dpo" and self.weights.reference:
+            raise ValueError("model.reference: offline dpo's reference is the actor's initial "
+                             "weights (model.path); remove model.reference")
         opts = self.algorithm.policy_loss.options
         if self.algorithm.policy_loss.name == "dr_grpo" and "max_length" not in opts:
             raise ValueError("algorithm.policy_loss.options.max_length: the dr_grpo loss "

@@ -11,6 +11,7 @@ role               what it is                                                  w
 ``critic``         value head (PPO); synced from ``critic_trainer``            model.critic
 ``reward``         a reward model, or the ``reward:`` function (no weights)    model.reward_model
 ``advantage``      the algorithm's advantage math (no weights)                 --
+``feed``           hands data batches on (offline DPO, SFT; no weights)        --
 ``actor``          trains the policy (PPO/GRPO loss, DPO, SFT)                 model.path
 ``critic_trainer`` trains the value head (PPO)                                 model.critic
 =================  ==========================================================  ============
@@ -26,12 +27,12 @@ FAMILY_ROLES: dict[str, tuple[str, ...]] = {
     "remax": ("policy", "reference", "reward", "advantage", "actor"),
     "ppo": ("policy", "reference", "critic", "reward", "advantage", "actor", "critic_trainer"),
     "online_dpo": ("policy", "reward", "reference", "actor"),
-    "dpo": ("reference", "actor"),
-    "sft": ("actor",),
+    "dpo": ("feed", "actor"),  # its reference: the trainer's frozen copy of its weights
+    "sft": ("feed", "actor"),
 }
 
 #: Families whose reference is always needed (the DPO loss is relative to it).
-_REFERENCE_ALWAYS = ("dpo", "online_dpo")
+_REFERENCE_ALWAYS = ("online_dpo",)
 
 
 def roles(family: str, kl_coef: Any) -> tuple[str, ...]:

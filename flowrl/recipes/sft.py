@@ -1,7 +1,7 @@
 """SFT: supervised fine-tuning on prompt/completion records (no sampling, no reward).
 
 There is nothing to generate, so the rollout flow hands each data batch to the replay
-buffer as it is; the actor builds the dataset (``build_dataset``) and trains on it.
+buffer as it is (through a weightless ``DataFeed``); the actor builds the dataset (``build_dataset``) and trains on it.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from flowrl.engines.engine import Engine
 from flowrl.models.base import BaseModule
 
 
-def engine(actor: BaseModule, *, config: FlowRLConfig) -> Engine:
-    """Negative log-likelihood of the completion tokens."""
+def engine(feed: BaseModule, actor: BaseModule, *, config: FlowRLConfig) -> Engine:
+    """Negative log-likelihood of the completion tokens; ``feed`` is a ``DataFeed``."""
 
     @flow(name="rollout")
     def rollout(batch):
-        return batch
+        return batch, feed.forward_step(batch)     # the data batch, as it is
 
     @flow(name="train")
     def train(batch):

@@ -78,9 +78,10 @@ def test_user_keys_win_over_the_preset():
                    "critic_trainer")),
     ("ppo", 0.0, ("policy", "critic", "reward", "advantage", "actor", "critic_trainer")),
     ("remax", 0.0, ("policy", "reward", "advantage", "actor")),
-    ("dpo", 0.0, ("reference", "actor")),               # DPO's loss always needs it
-    ("online_dpo", 0.0, ("policy", "reward", "reference", "actor")),
-    ("sft", 0.0, ("actor",)),
+    ("dpo", 0.0, ("feed", "actor")),          # the trainer holds a frozen reference
+    ("dpo", 0.1, ("feed", "actor")),
+    ("online_dpo", 0.0, ("policy", "reward", "reference", "actor")),  # DPO needs it
+    ("sft", 0.0, ("feed", "actor")),
 ])
 def test_roles_and_the_reference_only_with_a_kl_term(name, kl, roles):
     data = config(name)
