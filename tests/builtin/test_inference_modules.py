@@ -149,6 +149,18 @@ def test_logprobs_equal_recomputed_at_generation_temperature(policy, rollout):
     torch.testing.assert_close(out["logprobs"], ref * out["response_mask"])
 
 
+def test_right_padded_prompts_are_realigned(policy, rollout):
+    batch, _ = rollout
+    pad = policy.tokenizer.pad_token_id
+    flipped = {"prompt": torch.stack([torch.cat([r[m.bool()], r[~m.bool()]]) for r, m in
+                                      zip(batch["prompt"], batch["prompt_mask"])]),
+               "prompt_mask": batch["prompt_mask"].flip(1)}
+    assert flipped["prompt"][1].tolist()[-1] == pad  # right-padded now
+    a = policy.greedy_step(batch)
+    b = policy.greedy_step(flipped)
+    assert torch.equal(a["baseline_response"], b["baseline_response"])
+
+
 def test_greedy_step_is_deterministic(policy, rollout):
     batch, _ = rollout
     torch.manual_seed(1)

@@ -19,13 +19,11 @@ from pydantic import Field
 from flowrl.models.builtin.generators import Generator, resolve_generator, start_vllm_engine
 from flowrl.models.builtin.inference import (ForwardBatchArgs, FrozenHFModule, in_chunks,
                                              require_keys)
-from flowrl.models.builtin.prompts import PromptDataset
+from flowrl.models.builtin.prompts import PromptDataset, left_align
 from flowrl.models.hf import load_causal_lm, response_logprobs
 from flowrl.models.base import outputs
 from flowrl.models.vllm_module import VLLMArgs
 
-#: The tensor keys of a rollout that forward_step sets (text columns pass through as well).
-ROLLOUT_KEYS = ("prompt", "prompt_mask", "response", "response_mask", "logprobs")
 #: What TorchModule offloads; the vLLM engine's own kinds (kv_cache) go to the engine only.
 _TORCH_STATE = ("weights", "grads", "optimizer")
 
@@ -106,8 +104,9 @@ class Policy(FrozenHFModule):
         ``@outputs``. ``logprobs`` are the policy's own at the sampling temperature, 0 after
         EOS."""
         require_keys(self.name, "forward_step", batch, ("prompt", "prompt_mask"))
-        gen = self.generate(batch["prompt"], batch["prompt_mask"])
-        p = batch["prompt"].shape[1]
+        prompt, prompt_mask = self._left_padded(batch)
+        gen = self.generate(prompt, prompt_mask)
+        p = prompt.shape[1]
         mask = gen["response_mask"]
         temperature = logprob_temperature(self.generation_temperature)
         with torch.no_grad():
@@ -118,7 +117,7 @@ class Policy(FrozenHFModule):
         self.log("generated_tokens", lengths.sum().item(), reduce="sum")
         self.log("response_length", lengths.mean().item())
         out = {k: v for k, v in batch.items() if not isinstance(v, torch.Tensor)}
-        out.update(prompt=batch["prompt"], prompt_mask=batch["prompt_mask"],
+        out.update(prompt=prompt, prompt_mask=prompt_mask,
                    response=gen["tokens"][:, p:].cpu(), response_mask=mask.cpu(),
                    logprobs=(lp * mask.to(lp.device)).cpu())
         return out
@@ -127,10 +126,18 @@ class Policy(FrozenHFModule):
     def greedy_step(self, batch: dict, iteration: int = 0) -> dict:
         """Greedy responses (ReMax's baseline): ``baseline_response``, ``baseline_response_mask``."""
         require_keys(self.name, "greedy_step", batch, ("prompt", "prompt_mask"))
-        gen = self.generate(batch["prompt"], batch["prompt_mask"], do_sample=False)
-        p = batch["prompt"].shape[1]
+        prompt, prompt_mask = self._left_padded(batch)
+        gen = self.generate(prompt, prompt_mask, do_sample=False)
+        p = prompt.shape[1]
         return {"baseline_response": gen["tokens"][:, p:].cpu(),
                 "baseline_response_mask": gen["response_mask"].cpu()}
+
+    def _left_padded(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's prompts in the layout generation needs (a right-padded batch, e.g. a
+        user's own dataset, is re-aligned; a left-padded one comes back unchanged)."""
+        pad = self.typed_args.pad_id
+        return left_align(batch["prompt"].long(), batch["prompt_mask"].long(),
+                          self.tokenizer.pad_token_id if pad is None else pad)
 
     # ---- sync and memory (with vLLM, the engine's staging is this model's parameters) --------
     def named_sync_tensors(self) -> dict[str, torch.Tensor]:
