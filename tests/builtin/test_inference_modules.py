@@ -102,7 +102,8 @@ def test_dataset_accepts_strings(policy):
 
 
 @pytest.mark.parametrize("records, message", [
-    ([{"prompt": "ab"}, {"question": "x"}], "models.policy.build_dataset: record 1 has no 'prompt'"),
+    ([{"prompt": "ab"}, {"question": "x"}],
+     "models.policy.build_dataset: record 1 has no 'prompt'"),
     ([{"prompt": [{"role": "user", "content": "x"}]}], "record 0 has list"),
     ([3], "item 0 is a int"),
     ([{"prompt": "ab", "prompt_text": "x"}], "record 0 has column 'prompt_text'"),

@@ -124,7 +124,7 @@ class Policy(FrozenHFModule):
 
     @outputs("baseline_response", "baseline_response_mask")
     def greedy_step(self, batch: dict, iteration: int = 0) -> dict:
-        """Greedy responses (ReMax's baseline): ``baseline_response``, ``baseline_response_mask``."""
+        """Greedy responses (ReMax's baseline): ``baseline_response`` and its mask."""
         require_keys(self.name, "greedy_step", batch, ("prompt", "prompt_mask"))
         prompt, prompt_mask = self._left_padded(batch)
         gen = self.generate(prompt, prompt_mask, do_sample=False)
