@@ -29,6 +29,9 @@ LAYERS = {
     "data": 4.5, "rewards": 4.5,  # issue 15: user data / reward functions; import models' extras
     "agents": 4.5,  # issue 16: environments, tools and the multi-turn rollout module
     "recipes": 7.5,  # issue 15: `flowrl train` builds engines from a config (above engines)
+    # issue 15: the built-in HF modules score with reward functions and read datasets, so they
+    # sit above data/rewards while the backends they build on stay in `models`.
+    "models.builtin": 4.8,
 }
 
 #: Permanent, deliberate exceptions: (importer, imported) -> why.
@@ -97,6 +100,8 @@ EDGES = [(m, t, line) for m in sorted(MODULES) for t, line in _imports(m) if t !
 def package(module: str) -> str:
     """The layer-bearing package of a module: ``flowrl.compiler.memory`` -> ``compiler``."""
     parts = module.split(".")
+    if ".".join(parts[1:3]) in LAYERS:  # a sub-package with its own layer (models.builtin)
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else "flowrl"
 
 
