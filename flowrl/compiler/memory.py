@@ -179,8 +179,10 @@ def memory(graphs: dict[str, FlowGraph], sync: list[tuple[str, str]],
                 need |= {(call.model, k) for k in ("grads", "optimizer")
                          if (call.model, k) in items}
             t = transient_bytes(kind, res, mesh, args)
-            op = Op("call", call.model, node=call.id, devices=mesh.devices)
-            moments.append(Moment(role, op, kind, frozenset(need), {d: t for d in mesh.devices}))
+            # A weightless model's call runs on the host: it holds no device in the timeline.
+            op = Op("call", call.model, node=call.id,
+                    devices=() if res.weightless else mesh.devices)
+            moments.append(Moment(role, op, kind, frozenset(need), {d: t for d in op.devices}))
     mem = MemoryModel(cluster.num_devices, cluster.capacity_bytes, items, moments, episode,
                       devices_per_node=cluster.devices_per_node,
                       host_capacity=cluster.host_capacity_bytes)

@@ -217,3 +217,15 @@ def test_async_steady_state_is_built_from_the_honest_times():
         assert plan.overlap and plan.steady_state_time == pytest.approx(max(r, t) + y)
     # the TP2 models' all-reduces reach the steady state
     assert plans[0].pipeline.steady_state_time > plans[1].pipeline.steady_state_time
+
+
+def test_a_rule_reward_runs_on_the_host_beside_the_devices():
+    models = {n: ModelConfig(**llama3_8b()) for n in PPO_NAMES}
+    models["reward"] = ModelConfig(cpu_seconds_per_sample=0.01)
+    s = compile_schedule(ppo_graphs(), models, SYNC, H100, methods=METHODS, runtime_args=ARGS)
+    ops = {op.node: op for op in s.ops["rollout"] if op.kind == "call"}
+    reward = ops["reward.forward_step"]
+    assert reward.devices == ()  # holds no device: device work of the next run may overlap
+    ready = max(ops[n].start + ops[n].duration for n in
+                ("policy.forward_step", "reference.forward_step", "value.forward_step"))
+    assert reward.start == pytest.approx(ready)
