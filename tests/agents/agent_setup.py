@@ -102,8 +102,8 @@ def agent_config(**runtime_args) -> dict:
 
 
 def problems(keys=("12", "345", "7", "99", "boom", "2468", "31", "5")) -> list[dict]:
-    return [{"prompt": f"{k}=", "key": k, "answer": lookup(k) if k != "boom" else "0"}
-            for k in keys]
+    return [{"prompt": f"{k}=", "key": k,
+             "answer": lookup(k) if k not in ("boom", "slow") else "0"} for k in keys]
 
 
 def build_agent(cfg: dict, with_reference: bool = True):
