@@ -23,6 +23,12 @@ def _devices(devices: tuple[int, ...]) -> str:
     return ",".join(map(str, ds))
 
 
+def _idle(capacity_s: float, busy_s: float) -> float:
+    """Idle device-seconds; float noise of a fully busy plan reads as 0."""
+    idle = capacity_s - busy_s
+    return idle if idle > 1e-9 * capacity_s else 0.0
+
+
 def plan_time(schedule: Schedule) -> float:
     """Seconds per episode the plan sustains (steady state when pipelined)."""
     est, plan = schedule.estimates, schedule.pipeline
@@ -51,7 +57,7 @@ def summarize(schedule: Schedule, strategy: str | None = None) -> PlanSummary:
         strategy=strategy or schedule.strategy, time=time,
         samples_per_s=per_s(est.samples), tokens_per_s=per_s(est.generated_tokens),
         mfu=est.model_flops / (time * peak) if time > 0 else 0.0,
-        idle_device_s=max(0.0, n * time - busy), bubble_s=bubble,
+        idle_device_s=_idle(n * time, busy), bubble_s=bubble,
         transfer_bytes=est.transfer_bytes, sync_s=role_total(est, "sync"),
         peak_memory=max(mem.peak_after) if isinstance(mem, MemoryReport) and mem.peak_after
         else 0,
