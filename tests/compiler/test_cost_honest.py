@@ -140,11 +140,12 @@ def test_host_memory_per_node_bounds_offloading():
     mem = ok.memory
     assert H100.host_memory_gb == 2048 and mem.host_capacity == int(2048e9 * 0.8)
     assert 1.0e12 < mem.host_peak[0] <= mem.host_capacity  # the 70B trainer's state, offloaded
-    assert set(mem.host_models[0]) == {"ppo_policy", "ppo_value"}
+    assert mem.host_models[0]["ppo_policy"] >= 840e9  # at least its optimizer state
+    assert sum(mem.host_models[0].values()) == mem.host_peak[0]
     small = H100.model_copy(update={"host_memory_gb": 1000.0})
     with pytest.raises(HostMemoryError, match=r"host memory of node 0 overflows at .* op "
                                               r"'.*': 1\.\d+ TB of offloaded state > 800 GB "
-                                              r"usable .*offloaded there: ppo_policy 1\.\d+ TB"):
+                                              r"usable .*offloaded there: .*ppo_policy \d"):
         compile_schedule(ppo_graphs(), _plan_yaml(), SYNC, small, methods=METHODS,
                          runtime_args=PLAN_ARGS)
     # the catalogue's figure is for an 8-device server; virtual devices are not checked
