@@ -350,3 +350,16 @@ def test_dpo_bad_batch(llama):
     t = dpo(llama)
     with pytest.raises(AlgorithmError, match="'dpo'.*preference batch.*scored rollout"):
         t.train_step([{"prompt": torch.ones(2, 2, dtype=torch.long)}], 0)
+
+
+@pytest.mark.parametrize("temperature,used", [(0.5, 0.5), (0.0, 1.0)])
+def test_actor_logprobs_at_the_policy_temperature(llama, temperature, used):
+    cfg = init({"actor": {"model_path": llama, "generation": {"temperature": temperature}}})
+    a = Actor("actor", AlgorithmSettings()).bind(cfg)
+    a.setup()
+    data = rollout()
+    tokens, attn, p = full_sequence(data)
+    with torch.no_grad():
+        want = response_logprobs(a.model, tokens, attn, p, used)
+        got = a.proximal_logprobs(data)["proximal_logprobs"]
+    torch.testing.assert_close(got, want * data["response_mask"])

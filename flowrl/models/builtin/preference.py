@@ -14,7 +14,7 @@
 built-in Reference's output) for rollouts; otherwise the trainer scores the pair with a frozen
 copy of the initial weights (``models.<name>.model_path``), loaded on first use and never
 trained: the same reference, one model less in the flow. Log-probs use
-``generation.temperature``, as the Reference does.
+``generation.temperature`` (1 when greedy), as the Policy and the Reference do.
 
 Loss: :func:`flowrl.algorithms.preference.dpo_loss` (``beta``, ``loss_type`` sigmoid/ipo —
 IPO on length-averaged log-probs —, ``label_smoothing``). Metrics: ``loss``,
@@ -119,7 +119,7 @@ class DPOLoss:
         logits = self.token_logits(model, tokens, mask)
         return sequence_logprobs(logits, tokens.to(logits.device),
                                  pairs[f"{side}_loss_mask"].to(logits.device), self.average,
-                                 self.model_config.generation.temperature)
+                                 self.logprob_temperature)
 
     def reference_model(self) -> Any:
         """The frozen copy of the initial weights (loaded on first use)."""

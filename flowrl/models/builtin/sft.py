@@ -8,9 +8,9 @@ Batches use the rollout layout (``prompt``/``prompt_mask`` left-padded, ``respon
 
     nll = -token-mean over response_mask of log p(completion_t | prompt, completion_<t)
 
-(one token mean per micro-batch; the step averages micro-batches). Metrics: ``loss``
-(= ``nll``), ``ppl`` (``exp(nll)``), ``tokens``, ``grad_norm``, ``lr``. ``eval_step`` gives
-each sample's mean NLL.
+at temperature 1, whatever ``generation.temperature`` says; one token mean per micro-batch,
+the step averages micro-batches. Metrics: ``loss`` (= ``nll``), ``ppl`` (``exp(nll)``),
+``tokens``, ``grad_norm``, ``lr``. ``eval_step`` gives each sample's mean NLL.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class SFTLoss:
 
     def micro_batch_loss(self, model: Any, mb: dict) -> tuple[Tensor, dict]:
         tokens, attn, p = full_sequence(mb)
-        lp = self.token_logprobs(model, tokens, attn, p)
+        lp = self.token_logprobs(model, tokens, attn, p, temperature=1.0)  # the model's own
         mask = mb["response_mask"].to(lp.device)
         nll = completion_nll(lp, mask)
         return nll, {"ppl": torch.exp(nll.detach()), "tokens": mask.sum()}
@@ -127,7 +127,7 @@ class SFTLoss:
     @torch.no_grad()
     def eval_step(self, data: dict, iteration: int = 0) -> dict[str, Tensor]:
         """Each sample's mean NLL over its completion tokens, ``[B]``."""
-        lp = self.token_logprobs(self.forward_model, *full_sequence(data))
+        lp = self.token_logprobs(self.forward_model, *full_sequence(data), temperature=1.0)
         mask = data["response_mask"].to(lp.device).to(lp.dtype)
         return {"nll": (-(lp * mask).sum(1) / mask.sum(1).clamp_min(1.0)).cpu()}
 

@@ -5,8 +5,9 @@ A built-in trainer writes its loss once, as a mixin, against three methods a bac
 * ``run_micro_batches(data, loss_fn)``: one optimizer step over the micro-batches;
   ``loss_fn(model, mb) -> (loss, stats)`` must run its forward pass through ``model`` (the
   HF model, the DeepSpeed engine or the Megatron GPT);
-* ``token_logprobs(model, tokens, mask, prompt_len, return_entropy=False)``: log-probs (and
-  entropies) of the tokens after ``prompt_len``, ``[B, N]``;
+* ``token_logprobs(model, tokens, mask, prompt_len, return_entropy=False, temperature=None)``:
+  log-probs (and entropies) of the tokens after ``prompt_len``, ``[B, N]``, at the Policy's
+  temperature unless given;
 * ``token_logits(model, tokens, mask)``: the logits ``[B, T, V]`` of whole sequences;
 * ``token_values(model, tokens, mask, prompt_len)``: a value head's ``V(s_t)``, ``[B, N]``.
 
@@ -26,6 +27,7 @@ from flowrl import kernels
 from flowrl.errors import ConfigError
 from flowrl.models import hf
 from flowrl.models.args import ModuleArgs
+from flowrl.models.builtin.policy import logprob_temperature
 from flowrl.models.hf import HFArgs, HFModule
 
 Backend = Literal["hf", "deepspeed", "megatron"]
@@ -80,6 +82,12 @@ class BackendMixin:
         """What a forward pass goes through (the DeepSpeed engine, else the model)."""
         return getattr(self, "engine", None) or self.model
 
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature of the log-probs, the Policy's: ``generation.temperature``, 1 for
+        greedy (0)."""
+        return logprob_temperature(float(self.model_config.generation.temperature))
+
     def current_lr(self) -> float:
         """The learning rate of the step about to run (the scheduler's value)."""
         return float(self.optimizer.param_groups[0]["lr"])
@@ -102,10 +110,11 @@ class HFBackend(BackendMixin, HFModule):
         return {**stats, "lr": lr} if stats else stats
 
     def token_logprobs(self, model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
-                       prompt_len: int, return_entropy: bool = False):
+                       prompt_len: int, return_entropy: bool = False,
+                       temperature: float | None = None):
+        t = self.logprob_temperature if temperature is None else temperature
         return hf.response_logprobs(model, tokens.to(self.device), mask.to(self.device),
-                                    prompt_len, self.model_config.generation.temperature,
-                                    return_entropy=return_entropy)
+                                    prompt_len, t, return_entropy=return_entropy)
 
     def token_logits(self, model: nn.Module, tokens: torch.Tensor,
                      mask: torch.Tensor) -> torch.Tensor:
@@ -168,11 +177,12 @@ def megatron_backend() -> type:
             return {**stats, "lr": lr} if stats else stats
 
         def token_logprobs(self, model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
-                           prompt_len: int, return_entropy: bool = False):
+                           prompt_len: int, return_entropy: bool = False,
+                           temperature: float | None = None):
+            t = self.logprob_temperature if temperature is None else temperature
             logits = self.logits(tokens, mask)[:, prompt_len - 1:-1]  # through self.model
             return kernels.token_logprobs(logits, tokens[:, prompt_len:].to(self.device),
-                                          temperature=self.model_config.generation.temperature,
-                                          return_entropy=return_entropy)
+                                          temperature=t, return_entropy=return_entropy)
 
         def token_logits(self, model: nn.Module, tokens: torch.Tensor,
                          mask: torch.Tensor) -> torch.Tensor:
