@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from flowrl.compiler.pipelining import role_total
 from flowrl.compiler.resources import fmt_bytes
-from flowrl.ir import Estimates, MemoryReport, Schedule
+from flowrl.ir import ClusterSpec, Estimates, MemoryReport, Mesh, PipelinePlan, Schedule
 from flowrl.ir.ops import PlanSummary
 
 
@@ -29,46 +29,58 @@ def _idle(capacity_s: float, busy_s: float) -> float:
     return idle if idle > 1e-9 * capacity_s else 0.0
 
 
+def steady_time(est: Estimates, pipeline: PipelinePlan | None) -> float:
+    """Seconds per episode a plan sustains: the steady state when its stages overlap."""
+    if pipeline is not None and pipeline.overlap:
+        return pipeline.steady_state_time
+    return est.iteration_time
+
+
 def plan_time(schedule: Schedule) -> float:
-    """Seconds per episode the plan sustains (steady state when pipelined)."""
-    est, plan = schedule.estimates, schedule.pipeline
-    if plan is not None and plan.overlap:
-        return plan.steady_state_time
-    return est.iteration_time if isinstance(est, Estimates) else 0.0
+    """:func:`steady_time` of a compiled schedule (0 without estimates)."""
+    est = schedule.estimates
+    return steady_time(est, schedule.pipeline) if isinstance(est, Estimates) else 0.0
+
+
+def summarize_plan(strategy: str, est: Estimates, pipeline: PipelinePlan | None,
+                   placement: dict[str, Mesh], cluster: ClusterSpec,
+                   peak_memory: int = 0) -> PlanSummary:
+    """A :class:`PlanSummary` from the schedule pass's results (what a placement search
+    holds for a candidate: ``TimedPlan.estimates``/``pipeline``, the meshes, and
+    ``max(OffloadPlan.peak_after)``), without assembling a schedule."""
+    time = steady_time(est, pipeline)
+    n = cluster.num_devices
+    bubble = 0.0
+    if pipeline is not None and pipeline.overlap:
+        bubble = sum(s.bubble * len(s.devices) for s in pipeline.stages)
+    peak = cluster.device_tflops * 1e12 * n
+    return PlanSummary(
+        strategy=strategy, time=time,
+        samples_per_s=est.samples / time if time > 0 else 0.0,
+        tokens_per_s=est.generated_tokens / time if time > 0 else 0.0,
+        mfu=est.model_flops / (time * peak) if time > 0 else 0.0,
+        idle_device_s=_idle(n * time, est.busy_device_s), bubble_s=bubble,
+        transfer_bytes=est.transfer_bytes, sync_s=role_total(est, "sync"),
+        peak_memory=peak_memory,
+        layout={m: f"devices {_devices(mesh.devices)} TP{mesh.tp}"
+                   + (f"xPP{mesh.pp}" if mesh.pp > 1 else "") + f"xDP{mesh.dp}"
+                for m, mesh in placement.items()})
 
 
 def summarize(schedule: Schedule, strategy: str | None = None) -> PlanSummary:
     """The :class:`PlanSummary` of a compiled schedule (``strategy``: a label, default the
     schedule's strategy)."""
-    est, cluster = schedule.estimates, schedule.cluster
+    est, cluster, mem = schedule.estimates, schedule.cluster, schedule.memory
     if not isinstance(est, Estimates) or cluster is None:
         raise ValueError("summarize needs a schedule compiled with a cluster")
-    time = plan_time(schedule)
-    n = cluster.num_devices
-    per_s = (lambda x: x / time) if time > 0 else (lambda x: 0.0)
-    plan = schedule.pipeline
-    busy = est.busy_device_s
-    bubble = 0.0
-    if plan is not None and plan.overlap:
-        bubble = sum(s.bubble * len(s.devices) for s in plan.stages)
-    peak = cluster.device_tflops * 1e12 * n
-    mem = schedule.memory
-    return PlanSummary(
-        strategy=strategy or schedule.strategy, time=time,
-        samples_per_s=per_s(est.samples), tokens_per_s=per_s(est.generated_tokens),
-        mfu=est.model_flops / (time * peak) if time > 0 else 0.0,
-        idle_device_s=_idle(n * time, busy), bubble_s=bubble,
-        transfer_bytes=est.transfer_bytes, sync_s=role_total(est, "sync"),
-        peak_memory=max(mem.peak_after) if isinstance(mem, MemoryReport) and mem.peak_after
-        else 0,
-        layout={m: f"devices {_devices(mesh.devices)} TP{mesh.tp}"
-                   + (f"xPP{mesh.pp}" if mesh.pp > 1 else "") + f"xDP{mesh.dp}"
-                for m, mesh in schedule.placement.items()})
+    peak = max(mem.peak_after) if isinstance(mem, MemoryReport) and mem.peak_after else 0
+    return summarize_plan(strategy or schedule.strategy, est, schedule.pipeline,
+                          schedule.placement, cluster, peak)
 
 
 def why_better(win: PlanSummary, other: PlanSummary) -> str:
-    """Why ``win`` beats ``other``: the differences that account for its lower time, largest
-    first (idle device-seconds, pipeline bubbles, offload traffic, sync time)."""
+    """Why ``win`` beats ``other``: its speed-up, then the differences in idle
+    device-seconds, pipeline bubbles, offload traffic and sync time (those that differ)."""
     diffs = [("idle device-seconds", other.idle_device_s - win.idle_device_s, "s"),
              ("bubbles", other.bubble_s - win.bubble_s, "s"),
              ("offload traffic", other.transfer_bytes - win.transfer_bytes, "B"),

@@ -124,3 +124,12 @@ def test_memory_png_groups_devices_and_stacks_models(disaggregated, colocated, t
     assert {"policy", "ppo_policy", "working memory"} <= set(layers)
     path = colocated.plot_memory(str(tmp_path / "mem.png"))
     assert (tmp_path / "mem.png").stat().st_size > 10_000 and path.endswith("mem.png")
+
+
+def test_a_search_candidate_is_summarised_without_a_schedule(disaggregated):
+    from flowrl.compiler.summary import summarize_plan
+
+    s = disaggregated
+    got = summarize_plan("candidate 3", s.estimates, s.pipeline, s.placement, s.cluster,
+                         max(s.memory.peak_after))
+    assert got == summarize(s, "candidate 3")
