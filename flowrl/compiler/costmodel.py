@@ -28,7 +28,9 @@ a model another layout than its config), ``F`` achieved FLOP/s per device (peak 
   activations; plus the optimizer update reading and writing weights, grads and the
   optimizer shard at ``BW``; plus the data-parallel gradient all-reduce
   ``2 (dp - 1) / dp * grad_shard / link``.
-* a weightless model (a rule reward): ``cpu_seconds_per_sample * B / dp`` on the host.
+* host time ``cpu_seconds_per_sample * ceil(B / dp)``: a weightless model's (a rule
+  reward's) whole call; added to a model's device time when its section sets it (an agent
+  rollout waiting for its environment).
 * offload / onload: ``bytes per device / host bandwidth`` (devices transfer in parallel).
 * sync (trainer -> inference model): on the same devices with the same sharding a device copy
   (``2 * shard / BW``); otherwise each destination device receives its shard over the link
@@ -168,15 +170,18 @@ def train_time(res: ModelResources, mesh: Mesh, args: RuntimeArgs, cluster: Clus
 
 def call_time(kind: CallKind, res: ModelResources, mesh: Mesh, args: RuntimeArgs,
               cluster: ClusterSpec) -> float:
-    """Estimated seconds of one call of ``kind`` on ``mesh``."""
+    """Estimated seconds of one call of ``kind`` on ``mesh``: its device time plus its host
+    time (``cpu_seconds_per_sample``: a rule reward's whole call, an environment's steps in
+    an agent rollout, which the call waits for)."""
+    host = cpu_time(res, mesh, call_batch(kind, args))
     if res.weightless:
-        return cpu_time(res, mesh, call_batch(kind, args))
+        return host
     if kind == "train":
-        return train_time(res, mesh, args, cluster)
+        return train_time(res, mesh, args, cluster) + host
     batch = call_batch(kind, args)
     if kind == "generate":
-        return generate_time(res, mesh, batch, cluster)
-    return forward_time(res, mesh, batch, res.max_seq_len, cluster)
+        return generate_time(res, mesh, batch, cluster) + host
+    return forward_time(res, mesh, batch, res.max_seq_len, cluster) + host
 
 
 def transfer_time(bytes_per_device: int, cluster: ClusterSpec) -> float:

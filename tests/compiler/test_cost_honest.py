@@ -230,3 +230,15 @@ def test_a_rule_reward_runs_on_the_host_beside_the_devices():
     ready = max(ops[n].start + ops[n].duration for n in
                 ("policy.forward_step", "reference.forward_step", "value.forward_step"))
     assert reward.start == pytest.approx(ready)
+
+
+def test_host_seconds_add_to_a_model_with_weights():
+    """An agent rollout's environment steps (``cpu_seconds_per_sample`` on a generating
+    model) add to its device time: the call waits for them."""
+    res = model_resources({n: ModelConfig(**llama3_8b()) for n in PPO_NAMES}, ppo_graphs(),
+                          SYNC)["policy"]
+    waits = model_resources({n: ModelConfig(**llama3_8b(cpu_seconds_per_sample=0.5))
+                             for n in PPO_NAMES}, ppo_graphs(), SYNC)["policy"]
+    mesh = Mesh(tuple(range(8)), 2, 1, 4)
+    assert call_time("generate", waits, mesh, ARGS, H100) == pytest.approx(
+        call_time("generate", res, mesh, ARGS, H100) + 0.5 * 128 / 4)
