@@ -43,6 +43,8 @@ class AgentArgs(ModuleArgs):
     env_timeout_s: float = Field(10.0, gt=0, description="deadline of one reset/step call")
     interleave: int = Field(2, ge=1, description="sample groups alternating generation and "
                             "environment steps")
+    planned_env_step_s: float = Field(0.0, ge=0, description="the compiler's estimate of one "
+                                      "environment step, seconds (planning only)")
 
 
 @dataclass

@@ -62,8 +62,8 @@ def build_lm(name: str, cfg: ModelConfig, args: TinyArgs) -> ActionGPT:
     with torch.random.fork_rng():
         torch.manual_seed(args.init_seed)
         model = ActionGPT(TinyGPTConfig(tok.vocab_size, d_model=s.hidden_size or 64,
-                                        n_layers=s.num_layers or 2, n_heads=s.num_heads or 4,
-                                        max_len=s.max_seq_len or 128), allowed)
+                                        n_layers=s.num_layers or 2, n_heads=s.num_heads or 4),
+                           allowed)  # 128 positions for every model, so weights sync 1:1
     return model.to(torch_dtype(cfg.weights_dtype))
 
 

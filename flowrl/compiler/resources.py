@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from flowrl.ir import EpisodeSpec, FlowGraph
 from flowrl.config import ModelConfig, OffloadPolicy, RuntimeArgs
+from flowrl.compiler.agent_cost import agent_lengths
 from flowrl.errors import CompileError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -187,6 +188,7 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
             heads = max(kv_heads, hidden // 128)
         cpu = cfg.cpu_seconds_per_sample
         cpu = (DEFAULT_CPU_SECONDS if cpu is None else cpu) if weightless else (cpu or 0.0)
+        seq, new, cpu = agent_lengths(cfg, seq, new, cpu)  # multi-turn: turns x decode + env
         out[name] = ModelResources(
             name=name, num_params=p, num_layers=layers, hidden_size=hidden, vocab_size=vocab,
             dtype=cfg.weights_dtype, trainable=trainable, tp=cfg.parallel.tp,

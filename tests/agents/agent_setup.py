@@ -82,14 +82,15 @@ TINY_AGENT = {
     },
     "models": {
         "policy": {"dtype": "fp32",
-                   "shape": {"num_layers": 1, "hidden_size": 32, "num_heads": 2},
+                   "shape": {"num_layers": 1, "hidden_size": 32, "num_heads": 2,
+                             "vocab_size": 47, "max_seq_len": 12},
                    "generation": {"max_new_tokens": 2, "temperature": 1.0},
                    "args": {"max_turns": 3, "max_response_tokens": 9, "max_prompt_len": 6}},
         "reference": {"dtype": "fp32", "shape": {"num_layers": 1, "hidden_size": 32,
-                                                 "num_heads": 2}},
+                                                 "num_heads": 2, "vocab_size": 47}},
         "advantage": {},
         "trainer": {"dtype": "fp32", "shape": {"num_layers": 1, "hidden_size": 32,
-                                               "num_heads": 2},
+                                               "num_heads": 2, "vocab_size": 47},
                     "optim": {"lr": 0.01, "grad_clip": 1.0}, "args": {"kl_coef": 0.05}},
     },
 }
