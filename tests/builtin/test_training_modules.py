@@ -145,8 +145,16 @@ def test_actor_step_loss_and_weights(llama):
     stats = a.train_step(mbs, 0)
     assert stats["loss"] == pytest.approx(want, rel=1e-5, abs=1e-6)
     assert stats["lr"] == pytest.approx(1e-2)
-    assert {"pg_loss", "clipfrac", "kl", "entropy"} <= set(stats)
+    assert {"pg_loss", "clipfrac", "kl", "entropy", "grad_norm"} <= set(stats)
     assert any(not torch.equal(b, p) for b, p in zip(before, a.model.parameters()))
+
+
+def test_actor_dr_grpo_budget_from_generation(llama):
+    a = actor(llama, {"policy_loss": {"name": "dr_grpo"}})
+    a.bound_config.model("actor").generation.max_new_tokens = 7
+    mbs = with_policy(a, rollout(), torch.tensor([1.0, -1.0, 0.5, -0.5]))
+    want = expected_loss(a, mbs, a.algorithm, max_length=7)  # sum / (B * 7)
+    assert a.train_step(mbs, 0)["loss"] == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
 def test_actor_kl_in_loss_vs_reward(llama):

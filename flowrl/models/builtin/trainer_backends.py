@@ -104,9 +104,10 @@ class HFBackend(BackendMixin, HFModule):
         super().setup()
 
     def run_micro_batches(self, data: list[dict], loss_fn: LossFn) -> dict[str, float]:
-        lr = self.current_lr()
+        lr, clip = self.current_lr(), self.model_config.optim.grad_clip
+        # an infinite clip measures grad_norm without changing the gradients
         stats = self.train_micro_batches(data, lambda mb: loss_fn(self.model, mb),
-                                         self.model_config.optim.grad_clip)
+                                         float("inf") if clip is None else clip)
         return {**stats, "lr": lr} if stats else stats
 
     def token_logprobs(self, model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
