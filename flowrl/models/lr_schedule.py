@@ -20,6 +20,8 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 
@@ -29,7 +31,7 @@ from flowrl.config.model import OptimConfig
 
 @dataclass(frozen=True)
 class LRSchedule:
-    """The lr factor per optimizer step (a picklable callable for ``LambdaLR``)."""
+    """A schedule's settings; :meth:`factor` is the lr factor at an optimizer step."""
 
     kind: str = "constant"
     warmup: int = 0
@@ -37,15 +39,25 @@ class LRSchedule:
     min_ratio: float = 0.0
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if self.kind == "constant":
-            return 1.0
-        p = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        m = self.min_ratio
-        if self.kind == "linear":
-            return m + (1.0 - m) * (1.0 - p)
-        return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return lr_factor(step, self.kind, self.warmup, self.total, self.min_ratio)
+
+    def factor(self) -> Callable[[int], float]:
+        """The ``LambdaLR`` function: a ``partial`` of :func:`lr_factor`, so a checkpoint
+        stores only the step count and a resumed run follows the current config."""
+        return partial(lr_factor, kind=self.kind, warmup=self.warmup, total=self.total,
+                       min_ratio=self.min_ratio)
+
+
+def lr_factor(step: int, kind: str, warmup: int, total: int, min_ratio: float) -> float:
+    """The factor of ``optim.lr`` at optimizer ``step`` (see the module docstring)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "linear":
+        return min_ratio + (1.0 - min_ratio) * (1.0 - p)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 
 def total_optimizer_steps(runtime: RuntimeArgs) -> int:
@@ -73,7 +85,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig,
     schedule = lr_schedule(optim, total_optimizer_steps(runtime))
     if schedule is None:
         return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor())
 
 
 def fused_kwargs(cls: type[torch.optim.Optimizer], fused: bool | None,

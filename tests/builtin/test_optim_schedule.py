@@ -94,3 +94,13 @@ def test_bad_optim(optim, msg):
     with pytest.raises(ConfigError, match=msg) as e:
         flowrl.init({"models": {"lin": {"optim": optim}}})
     assert "models.lin.optim" in str(e.value)
+
+
+def test_resume_keeps_the_step_and_follows_the_current_config():
+    m = linear_module({"lr": 0.1, "scheduler": "linear"})  # total 4: 0.1, 0.075, 0.05, ...
+    m.train_step([{"x": torch.ones(2, 2)}], 0)
+    state = m.state_dict_for_checkpoint()
+    resumed = linear_module({"lr": 0.2, "scheduler": "linear"})  # a new lr in the config
+    resumed.load_checkpoint_state(state)
+    assert resumed.scheduler.last_epoch == 1
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.75)
