@@ -1,5 +1,8 @@
 """Is the cost model right? The tiny PPO example on this machine, several placements:
 predicted vs measured iteration time, and whether the ordering of placements agrees.
+Synchronous and asynchronous (``max_staleness: 1``, rollout and train on disjoint devices)
+plans, per-model data-parallel sizes, and the plan ``search`` picks, on Ray with virtual
+devices.
 
     python benchmarks/cost_model_check.py [--rounds 5] [--out runs/cost_model_check]
                                           [--placements NAME ...] [--d-model 64 --layers 2]
@@ -19,6 +22,10 @@ predicted vs measured iteration time, and whether the ordering of placements agr
    (``flowrl.compiler.profile``), and with those of the first placement's run (a profile
    taken on one placement predicting another, as a user would do before a search).
 5. Print predicted vs measured and the pairwise ordering agreement; write CSV and a plot.
+   Predicted and measured are seconds per episode: for an asynchronous plan, the pipelined
+   steady state (``max(R, T) + S``) and the median episode once the pipeline is full.
+6. Re-plan: ``search`` over the measured placements' own profile-guided schedules picks the
+   placement with the lowest profile-guided estimate: is it the measured winner?
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -77,12 +85,15 @@ def calibrate(d_model: int, tokens: int) -> dict[str, float]:
 
 
 def local_cluster(n: int, cal: dict[str, float], memory_gb: float | None = None) -> ClusterSpec:
-    """``local:n`` with this machine's measured speeds (one core per virtual device)."""
-    bw = cal["bandwidth_gbps"]
+    """``local:n`` with this machine's measured speeds: one core per virtual device, or a
+    share of the cores when there are more devices than cores (6 devices on 2 cores run at
+    a third of a core each; the model must not promise six cores' worth)."""
+    share = min(1.0, (os.cpu_count() or 1) / n)
+    bw = cal["bandwidth_gbps"] * share
     mem = memory_gb if memory_gb is not None else _system_ram_bytes() / 1e9 / n
     return ClusterSpec(name=f"local:{n} (calibrated)", num_nodes=1, devices_per_node=n,
                        device_type="cpu-core", device_memory_gb=mem,
-                       device_tflops=cal["peak_gflops"] / 1e3,
+                       device_tflops=cal["peak_gflops"] * share / 1e3,
                        flops_efficiency=min(1.0, cal["model_shape_gflops"] / cal["peak_gflops"]),
                        memory_bandwidth_gbps=bw, intra_node_bandwidth_gbps=bw,
                        inter_node_bandwidth_gbps=bw, host_bandwidth_gbps=bw,
@@ -131,13 +142,24 @@ def tiny_config(d_model: int, layers: int, output_dir: str | None = None,
             "models": models}
 
 
+#: Rollout-flow models on device 0, trainers on device 1 (the asynchronous split).
+ROLLOUT_TRAIN = {"policy": [0], "reference": [0], "reward": [0], "value": [0],
+                 "ppo_policy": [1], "ppo_value": [1]}
+#: Per-model data parallelism: the policy and its trainer on both devices (dp2), the
+#: scorers and the critic trainer on one each (dp1).
+PER_MODEL_DP = {"policy": [0, 1], "ppo_policy": [0, 1], "reference": [0], "reward": [0],
+                "value": [1], "ppo_value": [1]}
+
+
 @dataclass
 class Placement:
     name: str
     devices: int
-    strategy: str  # colocate | disaggregate | manual (actor on device 0, critic on device 1)
+    strategy: str  # colocate | disaggregate | search | manual
     runtime: str
     offload: bool = False  # shrink device memory until the compiler must offload
+    manual: dict[str, list[int]] | None = None  # manual: devices per model (default actor|critic)
+    staleness: int = 0  # runtime_args.max_staleness
 
 
 PLACEMENTS = (
@@ -147,6 +169,10 @@ PLACEMENTS = (
     Placement("colocate-2/ray (dp2)", 2, "colocate", "ray"),
     Placement("actor|critic-2/ray", 2, "manual", "ray"),
     Placement("disaggregate-6/ray", 6, "disaggregate", "ray"),
+    Placement("rollout|train-2/ray k=1", 2, "manual", "ray", manual=ROLLOUT_TRAIN,
+              staleness=1),
+    Placement("per-model dp-2/ray", 2, "manual", "ray", manual=PER_MODEL_DP),
+    Placement("search-2/ray k=1", 2, "search", "ray", staleness=1),
 )
 
 
@@ -154,7 +180,9 @@ def _models(cfg: dict[str, Any], placement: Placement) -> dict[str, ModelConfig]
     out = {}
     for name, section in cfg["models"].items():
         section = dict(section)
-        if placement.strategy == "manual":
+        if placement.strategy == "manual" and placement.manual is not None:
+            section["devices"] = placement.manual[name]
+        elif placement.strategy == "manual":
             section["devices"] = [0] if name in ACTOR else [1]
         out[name] = ModelConfig(**section)
     return out
@@ -196,11 +224,17 @@ class Run:
 
     @property
     def predicted(self) -> float:
-        return self.schedule.estimates.iteration_time
+        return episode_seconds(self.schedule)
 
     @property
     def measured(self) -> float:
         return statistics.median(self.episodes) if self.episodes else math.nan
+
+
+def episode_seconds(s: Schedule) -> float:
+    """Estimated seconds per episode: the pipelined steady state when there is one."""
+    return s.pipeline.steady_state_time if s.pipeline is not None else \
+        s.estimates.iteration_time
 
 
 def start(p: Placement, d_model: int, layers: int, out: Path, cal: dict[str, float]) -> Run:
@@ -210,6 +244,7 @@ def start(p: Placement, d_model: int, layers: int, out: Path, cal: dict[str, flo
 
     run_dir = out / "".join(c if c.isalnum() or c in "-_" else "_" for c in p.name)
     cfg = tiny_config(d_model, layers, str(run_dir), p.runtime)
+    cfg["runtime_args"]["max_staleness"] = p.staleness
     flowrl.init(cfg)
     engine = flowrl.RLHFEngine(PolicyInference("policy"), PolicyReference("reference"),
                                RewardInference("reward"), ValueInference("value"),
@@ -307,10 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         args = run.engine.config.runtime_args
         own = profile_guided(run.schedule, models, load_profile(run.out_dir),
                              runtime_args=args, seed=args.seed)
-        run.guided_own = own.guided.estimates.iteration_time
+        run.guided_own = episode_seconds(own.guided)
         from_first = profile_guided(run.schedule, models, first, runtime_args=args,
                                     seed=args.seed)
-        run.guided_first = from_first.guided.estimates.iteration_time
+        run.guided_first = episode_seconds(from_first.guided)
 
     t = Table(title=f"tiny PPO (d_model {a.d_model}, {a.layers} layers), "
                     f"{a.rounds} timed episodes each", title_justify="left")
@@ -333,8 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         ag = agreement(pred, meas)
         best_p = runs[min(range(len(runs)), key=lambda i: pred[i])].placement.name
         best_m = runs[min(range(len(runs)), key=lambda i: meas[i])].placement.name
+        called = ag["agree"] + ag["disagree"]
+        share = f"{100 * ag['agree'] / called:.0f}%" if called else "-"
         lines.append(f"ordering, {label}: " + ", ".join(f"{k} {v}" for k, v in ag.items())
-                     + f" (pairs); fastest predicted {best_p}, measured {best_m}")
+                     + f" (pairs; {share} of the pairs called agree); fastest predicted "
+                       f"{best_p}, measured {best_m}")
     for line in lines:
         con.print(line, highlight=False)
     con.print(f"{len(runs)} placements x {a.rounds + 1} episodes in {elapsed:.0f} s",
