@@ -54,3 +54,14 @@ def test_sft_loss_falls(train_yaml):
     assert changed == {"actor": True}
     losses = [r["actor/loss"] for r in rows]
     assert losses[-1] < losses[0] * 0.8, losses
+
+
+def test_flowrl_train_from_python_evaluates_the_eval_split(train_yaml):
+    import flowrl
+
+    engine = flowrl.train(train_yaml("grpo"), overrides=[
+        "algorithm.kl.coef=0", "data.eval_fraction=0.25", "runtime_args.eval_episode_interval=1"])
+    (row,) = engine.history
+    assert engine.executor is None  # released at the end
+    assert 0 <= row["eval/score"] <= 1 and "eval/reward/reward/mean" in row
+    assert row["reward/reward/calls"] >= 1 and row["time/eval_s"] > 0
