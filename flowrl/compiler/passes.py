@@ -57,6 +57,7 @@ class PlanContext:
     workload: Workload | None = None  # resources
     meshes: dict[str, Mesh] | None = None  # placement
     layout: PlanLayout | None = None  # placement: per-model tp/pp/dp, split, staleness
+    candidates: list | None = None  # placement: runner-up PlanSummary list, best first
     memory: MemoryModel | None = None  # memory
     offload_plan: OffloadPlan | None = None  # offload
     timed: TimedPlan | None = None  # schedule

@@ -17,6 +17,7 @@ from flowrl.compiler.colocation import colocation_units
 from flowrl.compiler.costmodel import call_kind
 from flowrl.compiler.decouple import insert_proximal_logprobs
 from flowrl.compiler.host_memory import host_report
+from flowrl.compiler.summary import summarize_plan
 from flowrl.compiler.memory import memory
 from flowrl.compiler.offload import offload
 from flowrl.compiler.passes import Pass, PipelineAdvice, PlanContext, run_passes
@@ -28,6 +29,7 @@ from flowrl.compiler.schedule import OpCosts, schedule
 from flowrl.compiler.validate import validate
 from flowrl.config import ModelConfig, RuntimeArgs
 from flowrl.errors import FlowRLError
+from flowrl.ir.ops import PlanSummary
 from flowrl.ir import (ClusterSpec, FlowGraph, MemoryPoint, MemoryReport, Mesh, PipelinePlan,
                        Schedule, Suggestion, group_workers, parse_cluster)
 
@@ -84,7 +86,24 @@ def _placement(ctx: PlanContext) -> dict[str, Any]:
                             lambda m, k: _score(ctx, m, k))
     return {"meshes": placed.meshes,
             "layout": plan_layout(placed, ctx.graphs, ctx.resources, ctx.workload, ctx.sync,
-                                  ctx.cluster, ctx.args)}
+                                  ctx.cluster, ctx.args),
+            "candidates": _runner_up_summaries(ctx, placed.runners_up)}
+
+
+def _runner_up_summaries(ctx: PlanContext, runners: tuple) -> list[PlanSummary]:
+    """What ``flowrl explain`` compares the chosen plan with: each runner-up the strategy
+    kept, timed by the scoring passes (one that no longer fits is left out)."""
+    out = []
+    for label, meshes, k in runners:
+        args = ctx.args if k is None else ctx.args.model_copy(update={"max_staleness": k})
+        try:
+            done = run_passes(replace(ctx, meshes=meshes, args=args, layout=None),
+                              SCORING_PASSES)
+        except FlowRLError:
+            continue
+        out.append(summarize_plan(label, done.timed.estimates, done.timed.pipeline, meshes,
+                                  ctx.cluster, max(done.offload_plan.peak_after, default=0)))
+    return out
 
 
 def _planned(ctx: PlanContext) -> dict[str, ModelResources]:
@@ -172,6 +191,7 @@ def _assemble(ctx: PlanContext) -> dict[str, Any]:
     report = MemoryReport([mem.capacity] * mem.num_devices, mem.peak_before, plan.peak_after,
                           timeline, state, *host_report(mem, plan.residency, plan.host_after))
     ops = {role: timed.ops.get(role, []) for role in mem.roles}
+    timed.estimates.candidates = list(ctx.candidates or [])
     return {"schedule": Schedule(
         graphs=dict(ctx.graphs), ops=ops, placement=dict(ctx.meshes), memory=report,
         estimates=timed.estimates, cluster=ctx.cluster, strategy=ctx.strategy,
@@ -182,7 +202,8 @@ def _assemble(ctx: PlanContext) -> dict[str, Any]:
 VALIDATE = Pass("validate", (), ("validated",), _validate)
 DECOUPLED = Pass("decoupled", ("validated",), ("graphs",), _decoupled)
 RESOURCES = Pass("resources", ("validated",), ("resources", "units", "workload"), _resources)
-PLACEMENT = Pass("placement", ("resources", "units", "workload"), ("meshes", "layout"),
+PLACEMENT = Pass("placement", ("resources", "units", "workload"),
+                 ("meshes", "layout", "candidates"),
                  _placement)
 MEMORY = Pass("memory", ("resources", "meshes"), ("memory",), _memory)
 OFFLOAD = Pass("offload", ("memory", "resources"), ("offload_plan",), _offload)

@@ -81,15 +81,15 @@ def summarize(schedule: Schedule, strategy: str | None = None) -> PlanSummary:
 def why_better(win: PlanSummary, other: PlanSummary) -> str:
     """Why ``win`` beats ``other``: its speed-up, then the differences in idle
     device-seconds, pipeline bubbles, offload traffic and sync time (those that differ)."""
-    diffs = [("idle device-seconds", other.idle_device_s - win.idle_device_s, "s"),
-             ("bubbles", other.bubble_s - win.bubble_s, "s"),
+    diffs = [("idle device time", other.idle_device_s - win.idle_device_s, "device-s"),
+             ("pipeline bubbles", other.bubble_s - win.bubble_s, "device-s"),
              ("offload traffic", other.transfer_bytes - win.transfer_bytes, "B"),
              ("sync time", other.sync_s - win.sync_s, "s")]
     parts = []
     for name, d, unit in diffs:
         if abs(d) < 1e-9:
             continue
-        amount = fmt_bytes(abs(d)) if unit == "B" else f"{abs(d):.3g} s"
+        amount = fmt_bytes(abs(d)) if unit == "B" else f"{abs(d):.3g} {unit}"
         parts.append(f"{amount} {'less' if d > 0 else 'more'} {name}")
     speed = other.time / win.time if win.time > 0 else 1.0
     head = f"{speed:.2f}x faster than {other.strategy}"

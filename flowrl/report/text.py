@@ -87,7 +87,10 @@ def _candidates_section(con: Console, schedule: Schedule) -> None:
     est = schedule.estimates
     if not isinstance(est, Estimates) or not est.candidates or schedule.cluster is None:
         return
-    me = summarize(schedule)
+    layout = getattr(schedule, "layout", None)  # the planner's choice, named by its family
+    searched = layout is not None and schedule.strategy == "search"
+    me = summarize(schedule, schedule.strategy + (f": {layout.family} {layout.split}"
+                                                  if searched else ""))
     t = Table(title="chosen plan and runner-ups (per episode)", title_justify="left")
     for col in ("plan", "time", "samples/s", "tokens/s", "MFU", "idle device-s", "bubbles",
                 "offload", "sync"):

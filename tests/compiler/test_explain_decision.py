@@ -69,7 +69,7 @@ def test_runner_ups_and_why_the_winner_wins(colocated, disaggregated):
     reason = why_better(win, other)
     assert reason.startswith(f"{other.time / win.time:.2f}x faster than disaggregate "
                              f"(6 blocks): ")
-    assert "less idle device-seconds" in reason and "offload traffic" in reason
+    assert "device-s less idle device time" in reason and "offload traffic" in reason
     colocated.estimates.candidates = [other]
     try:
         text = explain_text(colocated, width=300)
@@ -133,3 +133,21 @@ def test_a_search_candidate_is_summarised_without_a_schedule(disaggregated):
     got = summarize_plan("candidate 3", s.estimates, s.pipeline, s.placement, s.cluster,
                          max(s.memory.peak_after))
     assert got == summarize(s, "candidate 3")
+
+
+def test_search_keeps_its_runner_ups_for_explain():
+    args = GEN32.model_copy(update={"max_staleness": 1})
+    s = compile_schedule(ppo_graphs(), ppo_models(7), SYNC, "16xH100-80GB", "search",
+                         methods=METHODS, runtime_args=args)
+    cands = s.estimates.candidates
+    assert 1 <= len(cands) <= 3 and len({c.strategy for c in cands}) == len(cands)
+    me = summarize(s)
+    assert all(me.time <= c.time for c in cands)  # the winner is never slower
+    assert [c.time for c in cands] == sorted(c.time for c in cands)
+    text = explain_text(s, width=400)
+    for c in cands:
+        assert f"why search: {s.layout.family} {s.layout.split} wins: " \
+               f"{why_better(summarize(s, 'x'), c)[:4]}" in text
+    assert Schedule.from_json(s.to_json()).estimates.candidates == cands
+    # other strategies compare nothing
+    assert compiled().estimates.candidates == []

@@ -52,6 +52,8 @@ class Placed:
     staleness: int | None = None  # None: the config's max_staleness
     family: str = "custom"
     score: float = float("nan")
+    #: the best other plans the strategy scored, best first: (label, meshes, staleness)
+    runners_up: tuple[tuple[str, dict[str, Mesh], int | None], ...] = ()
 
 
 Strategy = Callable[[PlacementRequest], "dict[str, Mesh] | Placed"]

@@ -231,7 +231,30 @@ def plan_search(req: PlacementRequest, max_evals: int = PLAN_EVALS) -> Placed:
         detail = f": {score.errors[0]}" if score.errors else ""
         raise CompileError(f"search found no placement that fits cluster "
                            f"'{req.cluster.name}'{detail}")
-    return Placed(meshes, best[1] if req.evaluate_at is not None else None, family, best[0])
+    return Placed(meshes, best[1] if req.evaluate_at is not None else None, family, best[0],
+                  _runners_up(req, seeds, meshes))
+
+
+#: Other plans kept for ``flowrl explain`` to compare the winner with.
+RUNNERS_UP = 3
+
+
+def _runners_up(req: PlacementRequest, seeds: list, winner: dict[str, Mesh]) -> tuple:
+    """The best feasible seeds unlike the winner, one per family and split (best first):
+    ``(label, meshes, staleness)``, e.g. ``("disaggregated 4:4", ...)``."""
+    roles, n = model_roles(req.workload), req.cluster.num_devices
+    out, seen = [], set()
+    for s, k, family, meshes, _ in seeds:
+        if not math.isfinite(s) or meshes == winner:
+            continue
+        gen = {d for m, r in roles.items() if r == "generate" and m in meshes
+               for d in meshes[m].devices}
+        label = family if family == "colocated" or not gen else \
+            f"{family} {len(gen)}:{n - len(gen)}"
+        if label not in seen:
+            seen.add(label)
+            out.append((label, meshes, k if req.evaluate_at is not None else None))
+    return tuple(out[:RUNNERS_UP])
 
 
 @register_strategy("search")
