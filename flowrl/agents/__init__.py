@@ -16,11 +16,11 @@ from flowrl.agents.parsers import (PARSERS, JSONToolCallParser, MarkerToolCallPa
 from flowrl.agents.pool import CallPool, Outcome, call_with_timeout
 from flowrl.agents.rollout import AgentArgs, AgentRollout, TurnIO, run_episodes
 from flowrl.agents.tools import Tool, ToolSet
-from flowrl.agents.trajectory import Trajectory, full_sequence, to_batch
+from flowrl.agents.trajectory import Trajectory, full_sequence, multi_turn_gae, to_batch
 
 __all__ = ["Environment", "StepResult", "ToolEnvironment", "AgentError", "ToolArgumentError",
            "ToolCallParseError", "ToolDefinitionError", "TrajectoryError", "UnknownToolError",
            "PARSERS", "JSONToolCallParser", "MarkerToolCallParser", "ToolCall",
            "ToolCallParser", "make_parser", "CallPool", "Outcome", "call_with_timeout",
            "AgentArgs", "AgentRollout", "TurnIO", "run_episodes", "Tool", "ToolSet",
-           "Trajectory", "full_sequence", "to_batch"]
+           "Trajectory", "full_sequence", "multi_turn_gae", "to_batch"]

@@ -7,7 +7,6 @@ import random
 import time
 
 import pytest
-import torch
 
 from flowrl.agents import (AgentArgs, Environment, StepResult, Trajectory, TrajectoryError,
                            TurnIO, full_sequence, run_episodes, to_batch)
