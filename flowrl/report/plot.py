@@ -82,11 +82,13 @@ def samples(schedule: Schedule, device: int) -> list[tuple[float, int, int, dict
 
 
 def device_groups(schedule: Schedule) -> list[tuple[int, ...]]:
-    """Devices with identical memory curves (after and before offload), largest group first."""
+    """Devices holding the same models with identical memory curves (after and before
+    offload), largest group first."""
     groups: dict[tuple, list[int]] = {}
     for d in range(len(schedule.memory.capacity)):
+        owners = tuple(m for m, mesh in schedule.placement.items() if d in mesh.devices)
         curve = tuple((round(t, 9), a, b) for t, a, b, _ in samples(schedule, d))
-        groups.setdefault(curve, []).append(d)
+        groups.setdefault((owners, curve), []).append(d)
     return sorted((tuple(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))
 
 
