@@ -106,15 +106,22 @@ def build(config: str | Path | dict | TrainConfig, overrides: list[str] | tuple 
     if write_initial_weights(cfg):  # re-read: the model sections take shape from config.json
         cfg = load_train_config(config, overrides)
     engine = _engine(cfg)
-    tokenizer = None
-    if cfg.data.chat_template != "never" and (Path(cfg.weights.path) / "tokenizer_config.json").is_file():
-        from flowrl.models.hf import load_tokenizer
-        tokenizer = load_tokenizer(cfg.weights.path)
-    data = load_dataset_spec(cfg.data, base_dir=cfg.base_dir, tokenizer=tokenizer)
+    data = load_dataset_spec(cfg.data, base_dir=cfg.base_dir, tokenizer=_chat_tokenizer(cfg))
     engine.set_dataset(data.train)
     if data.eval and cfg.runtime_args.eval_episode_interval and "policy" in engine.modules:
         engine.set_evaluator(_evaluator(engine).set_dataset(data.eval))
     return engine, data
+
+
+def _chat_tokenizer(cfg: TrainConfig) -> Any:
+    """The policy's tokenizer, to render chat prompts with its template (None: no template
+    wanted, or no tokenizer in the model directory)."""
+    if cfg.data.chat_template == "never" or \
+            not (Path(cfg.weights.path) / "tokenizer_config.json").is_file():
+        return None
+    from flowrl.models.hf import load_tokenizer
+
+    return load_tokenizer(cfg.weights.path)
 
 
 def _evaluator(engine: Engine) -> Evaluator:

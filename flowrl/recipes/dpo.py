@@ -2,10 +2,9 @@
 
 Offline: the actor builds the dataset from prompt/chosen/rejected records and takes DPO
 steps; its reference is a frozen copy of its initial weights (``DPOTrainer``), so nothing
-runs in the rollout
-but the weightless ``DataFeed``. Online: the policy samples n responses per prompt, the reward scores
-them, the reference gives their log-probs, and the actor pairs the best with the worst of
-each prompt and takes a DPO step.
+runs in the rollout but the weightless ``DataFeed``. Online: the policy samples n responses
+per prompt, the reward scores them, the reference gives their log-probs, and the actor pairs
+the best with the worst of each prompt and takes a DPO step.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """SFT: supervised fine-tuning on prompt/completion records (no sampling, no reward).
 
 There is nothing to generate, so the rollout flow hands each data batch to the replay
-buffer as it is (through a weightless ``DataFeed``); the actor builds the dataset (``build_dataset``) and trains on it.
+buffer as it is (through a weightless ``DataFeed``); the actor builds the dataset
+(``build_dataset``) and trains on it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ weights change, the policy receives them, the metrics are there."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from flowrl.recipes import build
