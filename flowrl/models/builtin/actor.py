@@ -101,9 +101,10 @@ class ActorLoss:
             opts = {k: v for k, v in s.items() if k in pl.options or k == "max_length"}
             return compute_policy_loss(pl.name, lp, mb["logprobs"].to(lp.device),
                                        mb["advantages"].to(lp.device), mask, **opts)
-        ratio = off_policy.policy_ratio(lp, {**mb, **{k: mb[k].to(lp.device) for k in (
-            off_policy.BEHAVIOUR_KEY, off_policy.PROXIMAL_KEY) if k in mb}}, mask,
-            self.runtime_args.off_policy, version)
+        on_device = {k: mb[k].to(lp.device) for k in (off_policy.BEHAVIOUR_KEY,
+                                                      off_policy.PROXIMAL_KEY) if k in mb}
+        ratio = off_policy.policy_ratio(lp, {**mb, **on_device}, mask,
+                                        self.runtime_args.off_policy, version)
         return corrected_policy_loss(ratio, mb["advantages"].to(lp.device), mask, s)
 
     def kl_term(self, lp: Tensor, mb: dict, mask: Tensor) -> tuple[Tensor | None, dict]:
