@@ -14,7 +14,7 @@ from flowrl.agents.errors import (AgentError, ToolArgumentError, ToolCallParseEr
 from flowrl.agents.parsers import (PARSERS, JSONToolCallParser, MarkerToolCallParser, ToolCall,
                                    ToolCallParser, make_parser)
 from flowrl.agents.pool import CallPool, Outcome, call_with_timeout
-from flowrl.agents.rollout import AgentArgs, AgentRollout, TurnIO, run_episodes
+from flowrl.agents.rollout import AgentArgs, AgentDataset, AgentRollout, TurnIO, run_episodes
 from flowrl.agents.tools import Tool, ToolSet
 from flowrl.agents.trajectory import Trajectory, full_sequence, multi_turn_gae, to_batch
 
@@ -22,5 +22,5 @@ __all__ = ["Environment", "StepResult", "ToolEnvironment", "AgentError", "ToolAr
            "ToolCallParseError", "ToolDefinitionError", "TrajectoryError", "UnknownToolError",
            "PARSERS", "JSONToolCallParser", "MarkerToolCallParser", "ToolCall",
            "ToolCallParser", "make_parser", "CallPool", "Outcome", "call_with_timeout",
-           "AgentArgs", "AgentRollout", "TurnIO", "run_episodes", "Tool", "ToolSet",
+           "AgentArgs", "AgentDataset", "AgentRollout", "TurnIO", "run_episodes", "Tool", "ToolSet",
            "Trajectory", "full_sequence", "multi_turn_gae", "to_batch"]

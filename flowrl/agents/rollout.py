@@ -23,6 +23,7 @@ from pydantic import Field
 
 from flowrl.agents.env import Environment, StepResult
 from flowrl.agents.pool import CallPool, Outcome
+from flowrl.agents.errors import TrajectoryError
 from flowrl.agents.trajectory import Trajectory, to_batch
 from flowrl.models.args import ModuleArgs
 from flowrl.models.base import outputs
@@ -54,6 +55,37 @@ class TurnIO:
     sample_turn: Callable[[list[list[int]], list[int], tuple[str, ...]], list[list[int]]]
     encode: Callable[[str], list[int]]   # observation text -> ids (no BOS), once
     decode: Callable[[list[int]], str]   # a turn's ids -> the action text (acting only)
+
+
+class AgentDataset(torch.utils.data.Dataset):
+    """Records ``{"prompt": text, **columns}``: prompt ids (by ``encode``) left-padded to
+    ``width``; the other columns ride along as lists (the environment's ``sample``)."""
+
+    def __init__(self, records: list[dict], encode: Callable[[str], list[int]], pad_id: int,
+                 width: int, model: str) -> None:
+        self.records, self.pad_id, self.width = records, pad_id, width
+        self.ids = [list(encode(r["prompt"])) for r in records]
+        too_long = [r["prompt"] for r, i in zip(records, self.ids) if len(i) > width]
+        if too_long:
+            raise TrajectoryError(f"models.{model}.args.max_prompt_len={width}: prompts are "
+                                  f"longer: {too_long[:3]}")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[list[int], dict]:
+        return self.ids[i], self.records[i]
+
+    def collate_fn(self, rows: list[tuple[list[int], dict]]) -> dict:
+        ids = torch.full((len(rows), self.width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), self.width), dtype=torch.long)
+        for i, (row, _) in enumerate(rows):
+            if row:
+                ids[i, self.width - len(row):] = torch.tensor(row)
+                mask[i, self.width - len(row):] = 1
+        columns = [k for k in rows[0][1] if k != "prompt"]
+        return {"prompt": ids, "prompt_mask": mask,
+                **{k: [r[k] for _, r in rows] for k in columns}}
 
 
 def _reset(env: Environment, sample: dict) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from flowrl import algorithms as algo
-from flowrl.agents.rollout import AgentArgs, AgentRollout
+from flowrl.agents.rollout import AgentArgs, AgentDataset, AgentRollout
 from flowrl.agents.trajectory import full_sequence
 from flowrl.config import ModelConfig
 from flowrl.errors import ConfigError
@@ -94,30 +94,6 @@ def sample_turn(model: TinyGPT, contexts: list[list[int]], budgets: list[int],
     return out
 
 
-class PromptDataset(torch.utils.data.Dataset):
-    """Records ``{"prompt": text, **columns}``: prompt ids left-padded; columns as lists."""
-
-    def __init__(self, records: list[dict], tokenizer: ToyTokenizer, width: int) -> None:
-        self.tokenizer, self.width, self.records = tokenizer, width, records
-        self.ids = [tokenizer.encode(r["prompt"]) for r in records]
-        if any(len(i) > width for i in self.ids):
-            raise ConfigError(f"a prompt is longer than args.max_prompt_len={width}")
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int):
-        return self.ids[i], self.records[i]
-
-    def collate_fn(self, rows) -> dict:
-        ids = torch.tensor([[self.tokenizer.pad_id] * (self.width - len(i)) + i
-                            for i, _ in rows])
-        mask = (ids != self.tokenizer.pad_id).long()
-        cols = [k for k in rows[0][1] if k != "prompt"]
-        return {"prompt": ids, "prompt_mask": mask, **{k: [r[k] for _, r in rows]
-                                                       for k in cols}}
-
-
 class TinyAgent(AgentRollout):
     """The model side of an agent on a TinyGPT; subclasses give ``make_environment``."""
 
@@ -130,7 +106,8 @@ class TinyAgent(AgentRollout):
         self.model = build_lm(self.name, self.model_config, self.typed_args).eval()
 
     def build_dataset(self, records, is_eval=False):
-        return PromptDataset(records, self.tokenizer, self.typed_args.max_prompt_len)
+        return AgentDataset(records, self.tokenizer.encode, self.pad_id,
+                            self.typed_args.max_prompt_len, self.name)
 
     def sample_turn(self, contexts, max_new_tokens, stop_strings):
         stops = {self.tokenizer.eos_id} | {self.tokenizer.token_to_id[s] for s in stop_strings}
