@@ -182,14 +182,32 @@ def test_actor_kl_in_loss_needs_reference(llama):
 
 
 def test_actor_stale_samples_corrected(llama):
-    a = actor(llama, args={"entropy_coef": 0.01}, max_staleness=1)
+    from flowrl.algorithms.off_policy import correct_policy_loss
+
+    a = actor(llama, max_staleness=1)
     mbs = with_policy(a, rollout(), torch.tensor([1.0, -1.0, 0.5, -0.5]))
     for mb in mbs:
         mb["weight_version"] = torch.tensor([0, 1])
     prox = a.proximal_logprobs(mbs)["proximal_logprobs"]
     assert len(prox) == 2 and prox[0].shape == (2, N)
+    want = 0.0  # PPO token-mean, clip 0.2: the library's corrected loss (tis by default)
+    with torch.no_grad():
+        for mb in mbs:
+            lp = response_logprobs(a.model, *full_sequence(mb))
+            want += float(correct_policy_loss(lp, mb, mb["advantages"],
+                                              mb["response_mask"].float(), 0.2,
+                                              a.runtime_args.off_policy, 1)[0]) / 2
     stats = a.train_step(mbs, 4)  # iteration 4: version 1, the first rows are stale
-    assert "off_policy/is_weight_mean" in stats and stats["entropy"] > 0
+    assert "off_policy/is_weight_mean" in stats
+    assert stats["loss"] == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_actor_entropy_bonus(llama):
+    a = actor(llama, args={"entropy_coef": 0.1})
+    mbs = with_policy(a, rollout(), torch.tensor([1.0, -1.0, 0.5, -0.5]))
+    pg = expected_loss(a, mbs, a.algorithm)
+    stats = a.train_step(mbs, 0)
+    assert stats["loss"] == pytest.approx(pg - 0.1 * stats["entropy"], rel=1e-4, abs=1e-6)
 
 
 def test_actor_unknown_backend(llama):
