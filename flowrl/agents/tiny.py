@@ -14,6 +14,8 @@ the few actions.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from flowrl import algorithms as algo
@@ -143,12 +145,19 @@ class TinyReference(TorchModule):
 
 
 class GroupAdvantage(BaseModule):
-    """GRPO advantages from the rollout's ``score`` (the episode return)."""
+    """Advantages of the episode return ``score`` over each prompt's group of
+    ``num_inference_per_prompt`` episodes, by the algorithm library's ``args.estimator``
+    (``grpo``, ``dr_grpo`` or ``rloo``), on the loss-mask tokens only."""
+
+    class Args(ModuleArgs):
+        estimator: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
 
     @outputs("advantages")
     def forward_step(self, data, iteration=0):
-        return {"advantages": algo.group_normalize(
-            data["score"].float(), self.runtime_args.num_inference_per_prompt)}
+        out = algo.compute_advantages(self.typed_args.estimator, data["score"].float(),
+                                      data["response_mask"],
+                                      group_size=self.runtime_args.num_inference_per_prompt)
+        return {"advantages": out.advantages}
 
 
 class AgentTrainer(TorchModule):

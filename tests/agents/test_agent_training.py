@@ -147,3 +147,13 @@ def test_resume_after_an_episode_matches_an_uninterrupted_run(tmp_path):
                 assert torch.equal(v, b[name][k]), f"{name}/{k}"
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["episode"] for line in lines] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "dr_grpo"])
+def test_other_group_estimators_train_on_agent_trajectories(estimator):
+    cfg = agent_config(num_episode=1)
+    cfg["models"]["advantage"] = {"args": {"estimator": estimator}}
+    (row,) = build_agent(cfg).learn()
+    (mb, *_) = RecordingTrainer.seen
+    assert (mb["advantages"][mb["response_mask"] == 0] == 0).all()
+    assert torch.isfinite(torch.tensor(row["trainer/loss"]))
