@@ -1,5 +1,6 @@
-"""Preference optimisation math as pure tensor functions: DPO / IPO losses, sequence
-log-probs, and online DPO's pair selection (the best vs the worst of each group).
+"""Preference optimisation math as pure tensor functions: DPO / IPO losses (registered by
+``loss_type``), sequence log-probs, and online DPO's pair selection (the best vs the worst
+of each group).
 
 A preference batch carries two sequences per sample, ``chosen`` and ``rejected``, each as
 ``<side>_tokens`` (prompt + response ids), ``<side>_mask`` (attention) and
@@ -9,18 +10,20 @@ A preference batch carries two sequences per sample, ``chosen`` and ``rejected``
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from flowrl import kernels
+from flowrl.algorithms.registry import Registry
 from flowrl.errors import AlgorithmError
 
 SIDES = ("chosen", "rejected")
 #: keys of a :func:`preference_pairs` batch (declare them with ``@outputs(*PAIR_KEYS)``)
 PAIR_KEYS = ("pair_weight",) + tuple(f"{side}_{k}" for side in SIDES
                                      for k in ("tokens", "mask", "loss_mask", "score"))
-LOSS_TYPES = ("sigmoid", "ipo")
 
 
 def sequence_logprobs(logits: Tensor, tokens: Tensor, loss_mask: Tensor, average: bool = False,
@@ -36,6 +39,31 @@ def sequence_logprobs(logits: Tensor, tokens: Tensor, loss_mask: Tensor, average
     return total / mask.sum(-1).clamp_min(1.0) if average else total
 
 
+#: Per-pair preference losses by ``loss_type``: ``fn(h, beta, label_smoothing) -> [B]`` with
+#: ``h = (pi_c - pi_r) - (ref_c - ref_r)``; add one with :func:`register_preference_loss`.
+PREFERENCE_LOSSES: Registry = Registry("DPO loss_type")
+
+
+def register_preference_loss(name: str, *, replace: bool = False) -> Callable:
+    """Register a per-pair preference loss under ``name`` (a ``loss_type`` of
+    :func:`dpo_loss` and the DPO trainer)."""
+    return PREFERENCE_LOSSES.register(name, replace=replace)
+
+
+@register_preference_loss("sigmoid")
+def sigmoid_loss(h: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
+    """DPO: ``-(1-e) log sigmoid(beta h) - e log sigmoid(-beta h)`` (``e``: label smoothing,
+    conservative DPO)."""
+    return -(1.0 - label_smoothing) * F.logsigmoid(beta * h) \
+        - label_smoothing * F.logsigmoid(-beta * h)
+
+
+@register_preference_loss("ipo")
+def ipo_loss(h: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
+    """IPO: ``(h - 1 / (2 beta))^2`` (no label smoothing; use length-averaged log-probs)."""
+    return (h - 1.0 / (2.0 * beta)).square()
+
+
 def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
              ref_rejected: Tensor, beta: float = 0.1, loss_type: str = "sigmoid",
              label_smoothing: float = 0.0, weights: Tensor | None = None,
@@ -47,20 +75,15 @@ def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
     * ``"sigmoid"`` (DPO, Rafailov et al. 2023): ``-log sigmoid(beta h)``; with
       ``label_smoothing = e`` (conservative DPO) ``-(1-e) log sigmoid(beta h) - e log
       sigmoid(-beta h)``.
-    * ``"ipo"`` (Azar et al. 2023): ``(h - 1 / (2 beta))^2``; use length-averaged log-probs.
+    * ``"ipo"`` (Azar et al. 2023): ``(h - 1 / (2 beta))^2``; use length-averaged log-probs;
+    * any other ``loss_type`` registered in :data:`PREFERENCE_LOSSES`.
 
     ``weights [B]`` (e.g. 0 for tied pairs) make the loss a weighted mean. Stats: the
     implicit rewards ``beta (pi - ref)`` of each side, their ``margin`` and ``accuracy``
     (fraction of pairs where chosen's reward is higher).
     """
     h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
-    if loss_type == "sigmoid":
-        losses = -(1.0 - label_smoothing) * F.logsigmoid(beta * h) \
-            - label_smoothing * F.logsigmoid(-beta * h)
-    elif loss_type == "ipo":
-        losses = (h - 1.0 / (2.0 * beta)).square()
-    else:
-        raise AlgorithmError(f"unknown DPO loss_type {loss_type!r}; expected 'sigmoid' or 'ipo'")
+    losses = PREFERENCE_LOSSES.get(loss_type)(h, beta, label_smoothing)
     w = torch.ones_like(losses) if weights is None else weights.to(losses.dtype)
     denom = w.sum().clamp_min(1e-8)
     loss = (losses * w).sum() / denom

@@ -389,3 +389,21 @@ def test_actor_logprobs_at_the_policy_temperature(llama, temperature, used):
         want = response_logprobs(a.model, tokens, attn, p, used)
         got = a.proximal_logprobs(data)["proximal_logprobs"]
     torch.testing.assert_close(got, want * data["response_mask"])
+
+
+def test_register_a_preference_loss():
+    from flowrl.algorithms.preference import (PREFERENCE_LOSSES, dpo_loss,
+                                              register_preference_loss)
+
+    @register_preference_loss("hinge")
+    def hinge(h, beta, label_smoothing=0.0):
+        return torch.relu(1.0 - beta * h)
+
+    try:  # h = (-1 - -3) - (-2 - -2) = 2, beta 0.25 -> relu(1 - 0.5) = 0.5
+        t = torch.tensor
+        loss, _ = dpo_loss(t([-1.0]), t([-3.0]), t([-2.0]), t([-2.0]), 0.25, "hinge")
+        assert float(loss) == pytest.approx(0.5)
+    finally:
+        PREFERENCE_LOSSES.unregister("hinge")
+    with pytest.raises(AlgorithmError, match="unknown DPO loss_type 'hinge'"):
+        dpo_loss(t([0.0]), t([0.0]), t([0.0]), t([0.0]), 0.1, "hinge")

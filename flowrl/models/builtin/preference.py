@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from flowrl.algorithms.preference import (LOSS_TYPES, SIDES, dpo_loss, preference_pairs,
-                                          sequence_logprobs)
+from flowrl.algorithms.preference import (PREFERENCE_LOSSES, SIDES, dpo_loss,
+                                          preference_pairs, sequence_logprobs)
 from flowrl.errors import AlgorithmError
 from flowrl.models.builtin.sft import record_text, right_pad
 from flowrl.models.builtin.trainer_backends import (BACKENDS, BackendArgs, HFBackend, hf_args,
@@ -95,9 +95,9 @@ class DPOLoss:
         super().__init__(name)
         if not beta > 0:
             raise AlgorithmError(f"DPOTrainer '{name}': beta must be > 0, got {beta}")
-        if loss_type not in LOSS_TYPES:
+        if loss_type not in PREFERENCE_LOSSES:
             raise AlgorithmError(f"DPOTrainer '{name}': unknown loss_type {loss_type!r}; "
-                                 f"expected one of {', '.join(LOSS_TYPES)}")
+                                 f"expected one of {', '.join(PREFERENCE_LOSSES.names())}")
         if not 0 <= label_smoothing < 0.5:
             raise AlgorithmError(f"DPOTrainer '{name}': label_smoothing must be in [0, 0.5), "
                                  f"got {label_smoothing}")
