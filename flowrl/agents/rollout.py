@@ -109,7 +109,8 @@ def run_episodes(trajs: list[Trajectory], envs: list[Environment], samples: list
     while any(not t.done for t in trajs):
         for group in groups:
             for i in [i for i in group if i in pending]:
-                _apply(trajs[i], pool.wait(pending.pop(i)), io, args, counts)
+                _apply(trajs[i], pool.wait(pending.pop(i)), io, args, counts,
+                       type(envs[i]).__name__)
             ready = [i for i in group if not trajs[i].done]
             for i in ready:  # out of token budget before the turn: nothing more to sample
                 if len(trajs[i].ids) >= args.max_response_tokens:
@@ -126,7 +127,8 @@ def run_episodes(trajs: list[Trajectory], envs: list[Environment], samples: list
     return counts
 
 
-def _apply(t: Trajectory, out: Outcome, io: TurnIO, args: AgentArgs, counts: Counter) -> None:
+def _apply(t: Trajectory, out: Outcome, io: TurnIO, args: AgentArgs, counts: Counter,
+           env: str) -> None:
     """Fold one step's outcome into its trajectory."""
     counts["env_s"] += out.seconds
     if out.kind == "timeout":  # the environment is still busy: it cannot take another step
@@ -139,7 +141,7 @@ def _apply(t: Trajectory, out: Outcome, io: TurnIO, args: AgentArgs, counts: Cou
         res = StepResult(f"error: environment step failed: {out.value}")
     else:
         try:
-            res = StepResult.of(out.value, type(t).__name__)
+            res = StepResult.of(out.value, env)
         except Exception as err:  # noqa: BLE001 - a malformed result is an env error
             counts["env_errors"] += 1
             res = StepResult(f"error: {err}")
@@ -227,7 +229,10 @@ class AgentRollout(TorchModule):
         io = TurnIO(self.sample_turn, self.encode, self.decode)
         counts = run_episodes(trajs, envs, samples, io, a,
                               self.model_config.generation.max_new_tokens or 16)
-        out = to_batch(trajs, self.pad_id, a.max_prompt_len, a.max_response_tokens)
+        try:
+            out = to_batch(trajs, self.pad_id, a.max_prompt_len, a.max_response_tokens)
+        except TrajectoryError as err:  # name the section the setting lives in
+            raise TrajectoryError(f"models.{self.name}.args: {err}") from None
         with torch.no_grad():
             out["logprobs"] = self.behaviour_logprobs(out) * out["response_mask"]
         for name, (value, reduce) in episode_metrics(trajs, counts).items():

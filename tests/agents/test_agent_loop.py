@@ -138,3 +138,26 @@ def test_sampling_order_does_not_depend_on_environment_timing():
     _, _, slow, _ = play(turns, delay=lambda: rng.uniform(0, 0.05), interleave=3)
     assert fast.calls == slow.calls and len(fast.calls) == 9  # 3 groups x 3 turns
 
+
+
+class _BadStep(ScriptEnv):
+    def step(self, action):
+        return "just text"
+
+
+def test_a_malformed_step_result_is_an_environment_error_naming_the_environment():
+    script = Script({ord("a"): ["x"]})
+    trajs = [Trajectory(encode("a"))]
+    counts = run_episodes(trajs, [_BadStep()], [{}], TurnIO(script, encode, decode),
+                          AgentArgs(max_turns=2, max_response_tokens=200), max_new_tokens=4)
+    assert counts["env_errors"] == 2
+    assert decode(trajs[0].ids).startswith(
+        "xerror: environment _BadStep: step() must return a StepResult or (observation, "
+        "reward, done, info), got str")
+
+
+def test_a_reset_observation_past_the_prompt_width_names_the_setting():
+    trajs, _, _, _ = play({"a": ["stop"]})
+    with pytest.raises(TrajectoryError, match=r"a prompt of 3 tokens \(with the reset "
+                                              r"observation\) is longer than max_prompt_len=2"):
+        to_batch(trajs, 0, 2, 8)

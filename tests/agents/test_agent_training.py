@@ -157,3 +157,15 @@ def test_other_group_estimators_train_on_agent_trajectories(estimator):
     (mb, *_) = RecordingTrainer.seen
     assert (mb["advantages"][mb["response_mask"] == 0] == 0).all()
     assert torch.isfinite(torch.tensor(row["trainer/loss"]))
+
+
+def test_a_prompt_past_max_prompt_len_names_the_setting():
+    from flowrl.agents import TrajectoryError
+
+    cfg = agent_config(num_episode=1)
+    cfg["models"]["policy"]["args"]["max_prompt_len"] = 3
+    engine = build_agent(cfg)
+    engine.set_dataset(problems(("12",)))  # "12=" is 4 tokens with BOS
+    with pytest.raises(TrajectoryError, match=r"models.policy.args.max_prompt_len=3: prompts "
+                                              r"are longer: \['12='\]"):
+        engine.learn()
