@@ -28,6 +28,7 @@ from flowrl.errors import ConfigError
 from flowrl.models import hf
 from flowrl.models.args import ModuleArgs
 from flowrl.models.builtin.policy import logprob_temperature
+from flowrl.models.builtin.inference import full_sequence  # noqa: F401 (trainers import it from here)
 from flowrl.models.hf import HFArgs, HFModule
 
 Backend = Literal["hf", "deepspeed", "megatron"]
@@ -41,10 +42,6 @@ class BackendArgs(ModuleArgs):
     backend: Backend = "hf"
 
 
-def full_sequence(data: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Prompt + response ids, their attention mask, and the prompt width."""
-    return (torch.cat([data["prompt"], data["response"]], 1),
-            torch.cat([data["prompt_mask"], data["response_mask"]], 1), data["prompt"].shape[1])
 
 
 def configured_backend(name: str, allowed: tuple[str, ...], role: str) -> str:
