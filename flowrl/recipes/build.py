@@ -138,15 +138,33 @@ def _evaluator(engine: Engine) -> Evaluator:
 
 def train(config: str | Path | dict | TrainConfig, overrides: list[str] | tuple = ()) -> Engine:
     """Build and train (``flowrl.train``). Returns the engine: ``engine.history`` holds one
-    metrics row per episode, ``engine.config.runtime_args.output_dir`` this run's directory.
-    Its processes (Ray workers, reward pools) are released at the end; use :func:`build` and
-    ``learn()`` to keep the trained modules."""
+    metrics row per episode, ``engine.config.runtime_args.output_dir`` this run's directory,
+    and with an ``output_dir`` the trained policy is saved there as a Hugging Face directory
+    (:func:`save_trained_model`). The engine's processes (Ray workers, reward pools) are
+    released at the end; use :func:`build` and ``learn()`` to keep the trained modules."""
     engine, _ = build(config, overrides)
     try:
         engine.learn()
+        saved = save_trained_model(engine)
+        if saved is not None:
+            print(f"saved the trained policy to {saved}")
     finally:
         engine.shutdown()
     return engine
+
+
+def save_trained_model(engine: Engine) -> Path | None:
+    """``<output_dir>/model``: the actor's weights and tokenizer, loadable with
+    ``from_pretrained`` (and as ``model.path`` of the next run). ``None`` without an
+    output_dir, or when the actor does not live in this process (the Ray runtime: save with
+    ``runtime_args.save_episode_interval`` checkpoints there)."""
+    out = engine.config.runtime_args.output_dir
+    actor = engine.modules.get("actor")
+    if not out or engine.config.runtime != "local" or not hasattr(actor, "save_pretrained"):
+        return None
+    path = Path(out) / "model"
+    actor.save_pretrained(path)
+    return path
 
 
 #: The metric a run is summed up by, the first present: the score the advantage saw (every

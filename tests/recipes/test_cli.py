@@ -60,6 +60,6 @@ def test_bad_config_exits_1_naming_the_field(capsys, config, data, overrides, me
 
 
 def test_missing_data_file_names_it(capsys, config, tmp_path):
-    rc, err = run(capsys, config({**GOOD, "model": {"path": str(tmp_path / "m"),
-                                                    "init": "tiny_llama"}}))
+    tiny = {"kind": "tiny_llama", "hidden_size": 16}  # written first, then the data is read
+    rc, err = run(capsys, config({**GOOD, "model": {"path": str(tmp_path / "m"), "init": tiny}}))
     assert rc == 1 and "sft.jsonl" in err and "Traceback" not in err

@@ -3,8 +3,11 @@ weights change, the policy receives them, the metrics are there."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from flowrl.models.hf import load_causal_lm
 from flowrl.recipes import build
 
 
@@ -64,3 +67,9 @@ def test_flowrl_train_from_python_evaluates_the_eval_split(train_yaml):
     assert engine.executor is None  # released at the end
     assert 0 <= row["eval/score"] <= 1 and "eval/reward/reward/mean" in row
     assert row["reward/reward/calls"] >= 1 and row["time/eval_s"] > 0
+    # the trained policy, as a Hugging Face directory, in the run's directory
+    saved = Path(engine.config.runtime_args.output_dir) / "model"
+    assert (saved / "config.json").is_file() and (saved / "tokenizer_config.json").is_file()
+    trained = load_causal_lm(saved, "fp32", "cpu").state_dict()
+    initial = load_causal_lm(engine.config.models["policy"].model_path, "fp32", "cpu").state_dict()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)
