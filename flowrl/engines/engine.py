@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from flowrl import context
+from flowrl.algorithms.settings import DynamicSamplingSettings
 from flowrl.config import FlowRLConfig
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
@@ -22,6 +23,7 @@ from flowrl.ir import FlowGraph, Schedule
 from flowrl.models.base import BaseModule, flow_methods
 from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset, check_prompts
+from flowrl.runtime.dynamic_sampling import as_settings, check_settings
 from flowrl.runtime.episodes import EpisodeRunner
 from flowrl.runtime.protocol import Executor, write_op_profile
 from flowrl.runtime.factory import make_executor
@@ -76,12 +78,15 @@ class Engine:
     defaults to the last ``flowrl.init()``. The engine owns its modules: the ones its flows
     call (each flow finds them itself; the sync modules are handed to the trace too), each
     bound to its section of ``config`` here. Two modules with one ``model_name`` are a
-    :class:`ConfigError`.
+    :class:`ConfigError`. ``dynamic_sampling`` (``AlgorithmSettings.dynamic_sampling``, or
+    :meth:`set_dynamic_sampling`): DAPO's drop-and-refill of groups whose ``score`` does not
+    vary (:mod:`flowrl.runtime.dynamic_sampling`); default off.
     """
 
     def __init__(self, rollout: Flow, train: Flow,
                  sync: dict[BaseModule, BaseModule] | None = None, name: str = "engine",
-                 config: FlowRLConfig | None = None) -> None:
+                 config: FlowRLConfig | None = None,
+                 dynamic_sampling: DynamicSamplingSettings | None = None) -> None:
         for role, f in (("rollout", rollout), ("train", train)):
             if not isinstance(f, Flow):
                 raise FlowTypeError(f"{role} must be a @flow function, got {type(f).__name__}")
@@ -107,6 +112,8 @@ class Engine:
         self.callbacks: list[Any] = []  # see flowrl/engines/callbacks.py
         #: set ``control.should_training_stop`` (from a callback) to end learn() early
         self.control = TrainingControl()
+        self.dynamic_sampling = DynamicSamplingSettings()
+        self.set_dynamic_sampling(dynamic_sampling)
 
     # ---- construction checks ---------------------------------------------------------------
     def _add_flow(self, role: str, f: Flow, known: list[BaseModule] = ()) -> None:
@@ -193,6 +200,18 @@ class Engine:
         self.prompts = check_prompts(prompts, "set_dataset")
         return self
 
+    def set_dynamic_sampling(self, settings: DynamicSamplingSettings | dict | None
+                             ) -> "Engine":
+        """DAPO's dynamic sampling for later episodes (``None``: off); checked against the
+        runtime args now (a ConfigError names the fields)."""
+        if self.executor is not None:
+            raise ConfigError("set_dynamic_sampling must be called before learn() (the episode "
+                              "loop reads it when it is built)")
+        checked = as_settings(settings)
+        check_settings(checked, self.config.runtime_args)
+        self.dynamic_sampling = checked
+        return self
+
     def set_evaluator(self, evaluator: Evaluator) -> "Engine":
         """Run ``evaluator`` every ``runtime_args.eval_episode_interval`` episodes."""
         if self.executor is not None:
@@ -266,7 +285,8 @@ class Engine:
         checkpoints = CheckpointManager(root, a.keep_last_checkpoints, logger.console) \
             if root else None
         self.runner = EpisodeRunner(self.executor, self.config, stream, logger, evaluate,
-                                    modules=self.modules, checkpoints=checkpoints)
+                                    modules=self.modules, checkpoints=checkpoints,
+                                    dynamic_sampling=self.dynamic_sampling)
 
     def add_callback(self, callback: Any) -> "Engine":
         """Call ``callback`` in every later ``learn()``: a

@@ -24,6 +24,10 @@ metrics of the samples it trained (generated up to ``k`` versions earlier), plus
 ``staleness/mean|max``; its ``time/rollout_s`` is the time the loop spent submitting and
 waiting for that rollout (its generation time in the local runtime; with Ray the part not
 hidden behind training), and ``time/rollout_wait_s`` what the loop waited for rollouts in it.
+
+With DAPO's dynamic sampling on (``dynamic_sampling`` settings enabled; ``k = 0`` only) the
+rollout phase drops groups whose scores do not vary and refills from the same prompt stream
+(:mod:`flowrl.runtime.dynamic_sampling`); off, the loop is unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any, Callable
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flowrl.algorithms.settings import DynamicSamplingSettings
 from flowrl.config import FlowRLConfig
 from flowrl.errors import FlowRLError
 from flowrl.models.base import BaseModule
@@ -43,6 +48,7 @@ from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, preserved_
 from flowrl.compiler.resources import episode_spec
 from flowrl.runtime.batch import Batch
 from flowrl.runtime.data import PromptStream
+from flowrl.runtime.dynamic_sampling import DynamicSampler
 from flowrl.runtime.protocol import Executor, FlowResult
 from flowrl.runtime.guards import check_weights
 from flowrl.runtime.resume import config_changes, config_record, flat_tensors
@@ -64,7 +70,8 @@ class EpisodeRunner:
     def __init__(self, executor: Executor, config: FlowRLConfig, prompts: PromptStream,
                  logger: MetricsLogger, evaluate: Callable[[int], dict[str, float]] | None = None,
                  modules: dict[str, BaseModule] | None = None,
-                 checkpoints: CheckpointManager | None = None) -> None:
+                 checkpoints: CheckpointManager | None = None,
+                 dynamic_sampling: DynamicSamplingSettings | None = None) -> None:
         self.executor, self.config, self.prompts = executor, config, prompts
         self.logger, self.evaluate = logger, evaluate
         self.modules = modules or {}
@@ -83,6 +90,11 @@ class EpisodeRunner:
         #: after each episode's row (episode, row) -> True to stop after this episode
         self.on_train_step: Callable[[int, dict[str, float]], None] | None = None
         self.on_episode_end: Callable[[int, dict[str, Any]], bool] | None = None
+        #: DAPO's dynamic sampling (None: off, the rollout phase keeps every sample)
+        self.sampler = DynamicSampler(dynamic_sampling, self.args, len(prompts.dataset) //
+                                      prompts.batch_size) \
+            if dynamic_sampling is not None and dynamic_sampling.enabled else None
+        self._sampling: dict[str, float] = {}  # this episode's dynamic_sampling/* metrics
 
     def run(self, num_episode: int | None = None) -> list[dict[str, Any]]:
         """Run episodes until ``num_episode`` (default: the config's) have completed."""
@@ -126,10 +138,13 @@ class EpisodeRunner:
     # ---- checkpoint and resume -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The loop's own state (module states are saved beside it)."""
-        return {"episode": self.episode, "train_iteration": self.train_iteration,
-                "prompts": self.prompts.state_dict(), "replay": list(self.buffer.samples),
-                "rng": rng_state(), "metrics": list(self.logger.history),
-                "in_flight": self.queue.state_dict()}
+        state = {"episode": self.episode, "train_iteration": self.train_iteration,
+                 "prompts": self.prompts.state_dict(), "replay": list(self.buffer.samples),
+                 "rng": rng_state(), "metrics": list(self.logger.history),
+                 "in_flight": self.queue.state_dict()}
+        if self.sampler is not None:
+            state["dynamic_sampling"] = self.sampler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.episode = int(state["episode"])
@@ -142,6 +157,9 @@ class EpisodeRunner:
         self.buffer.samples.extend(state["replay"])
         set_rng_state(state["rng"])
         self.logger.restore(state["metrics"])
+        if self.sampler is not None:  # written with it off: the plain loop's batch count
+            self.sampler.load_state_dict(state.get("dynamic_sampling", {
+                "drawn": self.episode * self.spec.rollout_runs}))
 
     def module_states(self) -> dict[str, Any]:
         return self.executor.module_states()
@@ -207,10 +225,14 @@ class EpisodeRunner:
                 entries += res.metrics
                 syncs += res.syncs
             seconds[role] = time.perf_counter() - t0
-        return self._episode_metrics(entries, seconds, syncs, time.perf_counter() - t_start)
+        metrics = self._episode_metrics(entries, seconds, syncs, time.perf_counter() - t_start)
+        metrics.update(self._sampling)
+        return metrics
 
     def _rollout(self, progress: Progress | None) -> list[FlowResult]:
         """The spec's rollout runs (pipelined by a distributed executor) into the buffer."""
+        if self.sampler is not None:
+            return self._sampled_rollout(progress)
         n_batches = self.spec.rollout_runs
         task = progress.add_task(f"  rollout {self.episode + 1}", total=n_batches) \
             if progress else None
@@ -228,6 +250,35 @@ class EpisodeRunner:
         if task is not None:
             progress.remove_task(task)
         check_bound(self.buffer.samples, self.episode, 0)
+        return results
+
+    def _sampled_rollout(self, progress: Progress | None) -> list[FlowResult]:
+        """Dynamic sampling: rollout batches until the kept groups fill the episode (or its
+        batch limit), into the buffer; each rollout batch's iteration is the count drawn."""
+        n = self.args.num_inference_per_prompt
+        task = progress.add_task(f"  rollout {self.episode + 1}", total=None) \
+            if progress else None
+
+        def draw(count: int, first: int) -> Any:
+            batches = [repeat_samples(self.prompts.next(), n) for _ in range(count)]
+            for res in self.executor.run_many("rollout", batches, first):
+                if task is not None:
+                    progress.advance(task)
+                yield res
+
+        self.buffer.clear()
+        results, kept, self._sampling = self.sampler.collect(
+            draw, lambda res: self._samples(res, self.episode))
+        if task is not None:
+            progress.remove_task(task)
+        self.buffer.samples.extend(kept)
+        check_bound(self.buffer.samples, self.episode, 0)
+        if self._sampling["dynamic_sampling/exhausted"]:
+            self.logger.console.print(
+                f"dynamic sampling: episode {self.episode + 1} drew "
+                f"{self._sampling['dynamic_sampling/batches']:.0f} rollout batches (the limit) "
+                f"and kept {len(kept)} of {self.args.sample_per_episode} samples; it trains on "
+                f"those", highlight=False, soft_wrap=True)
         return results
 
     def _prompt_batches(self) -> list[dict[str, Any]]:
@@ -326,6 +377,15 @@ class EpisodeRunner:
         sample; fewer when it reduces them, as online DPO's pairs do)."""
         a = self.args
         per_epoch = len(self.buffer) // a.train_global_batch_size
+        if per_epoch == 0 and self.sampler is not None:
+            # dynamic sampling kept too few groups: skip training, never crash (warned)
+            self._sampling["dynamic_sampling/train_skipped"] = 1.0
+            self.logger.console.print(
+                f"dynamic sampling: episode {self.episode + 1} kept {len(self.buffer)} samples, "
+                f"fewer than one global batch (runtime_args.train_global_batch_size="
+                f"{a.train_global_batch_size}); its training is skipped", highlight=False,
+                soft_wrap=True)
+            return []
         if per_epoch == 0:
             raise FlowRLError(
                 f"the rollout flow produced {len(self.buffer)} samples this episode, fewer "
