@@ -13,7 +13,7 @@ from flowrl.agents.errors import (AgentError, ToolArgumentError, ToolCallParseEr
                                   ToolDefinitionError, TrajectoryError, UnknownToolError)
 from flowrl.agents.parsers import (PARSERS, JSONToolCallParser, MarkerToolCallParser, ToolCall,
                                    ToolCallParser, make_parser)
-from flowrl.agents.pool import CallPool, Outcome, call_with_timeout
+from flowrl.agents.pool import CallPool, Outcome, ToolProcessPool, call_with_timeout
 from flowrl.agents.rollout import AgentArgs, AgentDataset, AgentRollout, TurnIO, run_episodes
 from flowrl.agents.tools import Tool, ToolSet
 from flowrl.agents.trajectory import Trajectory, full_sequence, multi_turn_gae, to_batch
@@ -21,6 +21,6 @@ from flowrl.agents.trajectory import Trajectory, full_sequence, multi_turn_gae, 
 __all__ = ["Environment", "StepResult", "ToolEnvironment", "AgentError", "ToolArgumentError",
            "ToolCallParseError", "ToolDefinitionError", "TrajectoryError", "UnknownToolError",
            "PARSERS", "JSONToolCallParser", "MarkerToolCallParser", "ToolCall",
-           "ToolCallParser", "make_parser", "CallPool", "Outcome", "call_with_timeout",
+           "ToolCallParser", "make_parser", "CallPool", "Outcome", "ToolProcessPool", "call_with_timeout",
            "AgentArgs", "AgentDataset", "AgentRollout", "TurnIO", "run_episodes", "Tool", "ToolSet",
            "Trajectory", "full_sequence", "multi_turn_gae", "to_batch"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from flowrl.agents.errors import AgentError
 from flowrl.agents.parsers import JSONToolCallParser, ToolCallParser
-from flowrl.agents.pool import call_with_timeout
+from flowrl.agents.pool import ToolProcessPool, call_with_timeout
 from flowrl.agents.tools import Tool, ToolSet
 
 
@@ -64,16 +64,18 @@ class Environment(ABC):
 class ToolEnvironment(Environment):
     """Tool use: tools by name, a tool-call format, and a reward for the final answer.
 
-    ``tool_timeout_s`` bounds every tool call. Subclasses override :meth:`final_reward`
-    (and :meth:`reset`, :meth:`format_result` to shape the observations).
+    ``tool_timeout_s`` bounds every tool call (run in a daemon thread); with ``runner`` (a
+    :class:`~flowrl.agents.pool.ToolProcessPool`, shared by the module's environments) calls
+    run in worker processes that are killed at the runner's deadline. Subclasses override
+    :meth:`final_reward` (and :meth:`reset`, :meth:`format_result` to shape observations).
     """
 
     def __init__(self, tools: list[Tool] | ToolSet, parser: ToolCallParser | None = None,
-                 tool_timeout_s: float = 5.0) -> None:
+                 tool_timeout_s: float = 5.0, runner: ToolProcessPool | None = None) -> None:
         self.tools = tools if isinstance(tools, ToolSet) else ToolSet(tools)
         self.parser = parser or JSONToolCallParser()
         self.stop_strings = tuple(self.parser.stop_strings)
-        self.tool_timeout_s = tool_timeout_s
+        self.tool_timeout_s, self.runner = tool_timeout_s, runner
         self.sample: dict[str, Any] = {}
 
     def reset(self, sample: dict[str, Any]) -> str:
@@ -110,8 +112,9 @@ class ToolEnvironment(Environment):
         except AgentError as err:
             return StepResult(self.format_error(str(err)),
                               info={"tool_calls": 1, "tool_errors": 1})
-        out = call_with_timeout(f"tool '{tool.name}'", tool, (arguments,),
-                                self.tool_timeout_s)
+        name = f"tool '{tool.name}'"
+        out = (self.runner.call(name, tool, (arguments,)) if self.runner is not None else
+               call_with_timeout(name, tool, (arguments,), self.tool_timeout_s))
         if out.kind == "ok":
             return StepResult(self.format_result(tool.name, out.value), info={"tool_calls": 1})
         key = "tool_timeouts" if out.kind == "timeout" else "tool_errors"

@@ -116,3 +116,10 @@ def build_agent(cfg: dict, with_reference: bool = True):
                         GroupAdvantage("advantage"), RecordingTrainer("trainer"))
     engine.set_dataset(problems())
     return engine
+
+
+def spin(x: str) -> str:
+    """A tool that never returns and holds the GIL between switches (a thread cannot stop it)."""
+    while x == "forever":
+        pass
+    return x.upper()
