@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"episode {runs[-1].warmup_s:.1f} s", highlight=False)
         for r in range(a.rounds):
             for run in runs:
-                h = run.engine.learn(num_episode=2 + r)
+                # A pipelined plan refills its pipeline at each learn(): run 1 + k episodes
+                # and keep the last, which overlaps the next rollout with its training.
+                target = run.engine.runner.episode + 1 + run.placement.staleness
+                h = run.engine.learn(num_episode=target)
                 run.episodes.append(h[-1]["time/episode_s"])
             con.print(f"round {r + 1}/{a.rounds}: " + ", ".join(
                 f"{run.placement.name} {run.episodes[-1]:.2f}s" for run in runs), highlight=False)
