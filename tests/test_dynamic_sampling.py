@@ -273,3 +273,29 @@ def test_a_rollout_without_scores_is_named():
     with pytest.raises(ConfigError, match=r"algorithm\.dynamic_sampling\.enabled: the rollout "
                                           r"flow's output has no 'score' key"):
         engine.learn()
+
+
+# ---- flowrl train: the dapo preset turns it on -----------------------------------------------
+def recipe(tmp_path, **runtime_args) -> dict:
+    (tmp_path / "rewards.py").write_text("def score(prompts, completions, **kw):\n"
+                                         "    return [0.0] * len(completions)\n")
+    return {"algorithm": {"name": "dapo"}, "model": {"path": str(tmp_path / "no_model")},
+            "data": {"path": "data.jsonl"},
+            "reward": {"function": "rewards.py:score", "mode": "inline"},
+            "runtime_args": {"num_inference_per_prompt": 4, "generation_batch_size": 16,
+                             "train_micro_batch_size": 8, **runtime_args},
+            "models": {"policy": {"generation": {"max_new_tokens": 8}}},
+            "source": str(tmp_path / "train.yaml")}
+
+
+def test_the_dapo_recipe_runs_dynamic_sampling_and_refuses_the_pipelined_loop(tmp_path):
+    from flowrl.recipes import plan
+
+    engine = plan(recipe(tmp_path))
+    assert engine.dynamic_sampling == DynamicSamplingSettings(enabled=True)
+    with pytest.raises(ConfigError, match=r"algorithm\.dynamic_sampling\.enabled: .*"
+                                          r"runtime_args\.max_staleness=1"):
+        plan(recipe(tmp_path, max_staleness=1))
+    off = recipe(tmp_path, max_staleness=1)
+    off["algorithm"]["dynamic_sampling"] = {"enabled": False}
+    assert not plan(off).dynamic_sampling.enabled

@@ -86,8 +86,9 @@ class DynamicSamplingSettings(_Strict):
     """DAPO's dynamic sampling (see :mod:`flowrl.algorithms.sampling`)."""
 
     enabled: bool = Field(False, description="drop groups whose rewards do not vary, refill")
-    max_batches: Int | None = Field(None, ge=1, description="generation batches per train "
-                                                            "batch before giving up (None: no limit)")
+    max_batches: Int | None = Field(None, ge=1, description="rollout batches per episode "
+                                                            "before training on what was kept "
+                                                            "(None: one pass over the prompts)")
 
 
 class OverlongSettings(_Strict):

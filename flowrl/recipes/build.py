@@ -90,7 +90,8 @@ def _engine(cfg: TrainConfig) -> Engine:
     flow_cfg = cfg.flow_config()
     context.init(flow_cfg)  # seeds the RNGs; the compiler reads the runtime args from it
     modules = {role: make_module(role, cfg) for role in cfg.roles()}
-    return ENGINES[cfg.preset.family](**modules, config=flow_cfg)
+    engine = ENGINES[cfg.preset.family](**modules, config=flow_cfg)
+    return engine.set_dynamic_sampling(cfg.algorithm.dynamic_sampling)
 
 
 def plan(config: str | Path | dict | TrainConfig, overrides: list[str] | tuple = ()) -> Engine:

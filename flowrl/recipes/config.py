@@ -32,7 +32,7 @@ from flowrl.config.types import Float
 from flowrl.data.config import DataConfig
 from flowrl.errors import ConfigError
 from flowrl.recipes.overrides import apply_overrides
-from flowrl.recipes.presets import (ALGORITHMS, NOT_YET, PRESETS, Preset, apply_preset,
+from flowrl.recipes.presets import (ALGORITHMS, PRESETS, Preset, apply_preset,
                                     deep_merge, preset)
 from flowrl.recipes.roles import model_sections, roles
 from flowrl.rewards.config import RewardConfig
@@ -147,9 +147,6 @@ class TrainConfig(FlowRLConfig):
         if p.family == "dpo" and self.weights.reference:
             raise ValueError("model.reference: offline dpo's reference is the actor's initial "
                              "weights (model.path); remove model.reference")
-        if self.algorithm.dynamic_sampling.enabled:
-            raise ValueError(f"algorithm.dynamic_sampling.enabled: "
-                             f"{NOT_YET['dynamic_sampling.enabled']}")
         opts = self.algorithm.policy_loss.options
         if self.algorithm.policy_loss.name == "dr_grpo" and "max_length" not in opts:
             raise ValueError("algorithm.policy_loss.options.max_length: the dr_grpo loss "

@@ -12,10 +12,9 @@ implementation's):
   with beta = 0.04.
 * **dapo** -- Yu et al. 2025: clip-higher (eps_low 0.2, eps_high 0.28), token-level loss,
   soft overlong punishment (L_cache = 1/5 of the generation budget: 4096 of 20480 in the
-  paper), and no KL term. The paper's dynamic sampling (drop groups whose rewards do not
-  vary, generate more until the batch is full) needs the episode loop to refill batches,
-  which it does not do yet: it stays off, and turning it on is an error
-  (:data:`NOT_YET`), never silently ignored.
+  paper), no KL term, and dynamic sampling: groups whose rewards do not vary are dropped and
+  more are generated until the batch is full (the episode loop refills,
+  :mod:`flowrl.runtime.dynamic_sampling`; synchronous loop only).
 * **dr_grpo** -- Liu et al. 2025 ("Understanding R1-Zero-Like Training"): no std division
   in the advantage, the token sum divided by a constant (the generation budget), no KL.
 * **gspo** -- Zheng et al. 2025: sequence-level importance ratio clipped to
@@ -73,6 +72,7 @@ PRESETS: dict[str, Preset] = {
         "advantage": {"estimator": "grpo"},
         "policy_loss": {"name": "dapo", "options": {"clip_low": 0.2, "clip_high": 0.28}},
         "kl": _kl(0.0, "k3", "loss"),
+        "dynamic_sampling": {"enabled": True},
         "overlong": {"buffer_fraction": 0.2}}),   # resolved against max_new_tokens below
     "dr_grpo": Preset("grpo", groups=True, algorithm={
         "advantage": {"estimator": "dr_grpo"},
@@ -99,12 +99,6 @@ PRESETS: dict[str, Preset] = {
                          algorithm={"beta": 0.1, "dpo_loss": "sigmoid"}),
     "sft": Preset("sft", data_kind="sft"),
 }
-
-#: Settings the library has but the recipes' engines do not run yet: field -> why.
-NOT_YET = {"dynamic_sampling.enabled": "DAPO's dynamic sampling needs the episode loop to "
-                                       "refill batches with new groups, which it does not do "
-                                       "yet (flowrl.algorithms.GroupRefill is the building "
-                                       "block); set it to false"}
 
 #: Every algorithm ``flowrl train`` knows, in the order the docs list them.
 ALGORITHMS: tuple[str, ...] = tuple(PRESETS)

@@ -50,7 +50,7 @@ def test_presets_set_the_papers_settings(name, loss, estimator, kl):
 def test_preset_details():
     dapo = load_train_config(config("dapo")).algorithm
     assert dapo.policy_loss.options == {"clip_low": 0.2, "clip_high": 0.28}
-    assert not dapo.dynamic_sampling.enabled  # not run by the episode loop yet: see below
+    assert dapo.dynamic_sampling.enabled  # the episode loop refills (test_dynamic_sampling)
     # the overlong window is the generation budget, its buffer a fifth of it (20480 / 4096)
     assert (dapo.overlong.max_length, dapo.overlong.buffer) == (8, 1)
     dr = load_train_config(config("dr_grpo")).algorithm
@@ -127,8 +127,6 @@ def test_every_algorithm_name_loads():
     (lambda d: d["algorithm"].update(advantage={"estimator": "gea"}),
      "unknown advantage estimator 'gea'"),
     (lambda d: d["model"].update(init="tiny_lama"), "model.init.kind"),
-    (lambda d: d["algorithm"].update(dynamic_sampling={"enabled": True}),
-     "algorithm.dynamic_sampling.enabled: DAPO's dynamic sampling needs the episode loop"),
     (lambda d: d.update(rewards={}), "rewards: unknown field; did you mean 'reward'?"),
 ])
 def test_config_errors_name_the_field(change, message):
