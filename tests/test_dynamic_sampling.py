@@ -299,3 +299,23 @@ def test_the_dapo_recipe_runs_dynamic_sampling_and_refuses_the_pipelined_loop(tm
     off = recipe(tmp_path, max_staleness=1)
     off["algorithm"]["dynamic_sampling"] = {"enabled": False}
     assert not plan(off).dynamic_sampling.enabled
+
+
+# ---- Ray: the loop is on the driver ------------------------------------------------------------
+@pytest.mark.ray
+def test_ray_equals_local():
+    ray = pytest.importorskip("ray")
+    cfg = config(TINY_GRPO, num_episode=2)
+    local = build(cfg, ParityReward, ON).learn()
+    ray.init(address="local", num_cpus=2, resources={"flowrl_device": 16},
+             include_dashboard=False, log_to_driver=False)
+    try:
+        engine = build({**cfg, "runtime": "ray"}, ParityReward, ON)
+        try:
+            remote = engine.learn()
+        finally:
+            engine.shutdown()
+    finally:
+        ray.shutdown()
+    assert any(r["dynamic_sampling/batches"] > 2 for r in remote)
+    assert comparable(remote) == comparable(local)
