@@ -15,6 +15,10 @@ role               what it is                                                  w
 ``actor``          trains the policy (PPO/GRPO loss, DPO, SFT)                 model.path
 ``critic_trainer`` trains the value head (PPO)                                 model.critic
 =================  ==========================================================  ============
+
+The weightless roles share the device (and the Ray worker) of the role whose output they
+read: ``colocation_group: policy`` for policy, reward function and advantage,
+``colocation_group: actor`` for actor and feed (a ``models.<role>`` key of yours wins).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ FAMILY_ROLES: dict[str, tuple[str, ...]] = {
     "dpo": ("feed", "actor"),  # its reference: the trainer's frozen copy of its weights
     "sft": ("feed", "actor"),
 }
+
+#: Roles without weights (the reward is one unless model.reward_model is set).
+WEIGHTLESS = ("reward", "advantage", "feed")
 
 #: Families whose reference is always needed (the DPO loss is relative to it).
 _REFERENCE_ALWAYS = ("online_dpo",)
@@ -53,12 +60,20 @@ def model_sections(family: str, kl_coef: Any, model: dict[str, Any]) -> dict[str
         "critic_trainer": model.get("critic") or path,
         "reward": model.get("reward_model"),
     }
+    names = roles(family, kl_coef)
     out: dict[str, dict] = {}
-    for role in roles(family, kl_coef):
+    for role in names:
         section: dict[str, Any] = {}
         if weights.get(role):
             section["model_path"] = weights[role]
             if model.get("dtype") is not None:
                 section["dtype"] = model["dtype"]
         out[role] = section
+    # Weightless roles run where the data they read is made, on no device of their own
+    # (Ray: one worker process less each): the reward function and the advantage beside the
+    # policy, the feed beside the actor.
+    host = "policy" if "policy" in names else "actor"
+    guests = [r for r in names if r in WEIGHTLESS and not (r == "reward" and weights["reward"])]
+    for role in [host, *guests] if guests else []:
+        out[role]["colocation_group"] = host
     return out

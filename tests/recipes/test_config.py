@@ -100,6 +100,9 @@ def test_model_sections_are_generated_from_model_and_user_keys_override():
     assert m["critic"].model_path == m["critic_trainer"].model_path == "m/critic"
     assert m["reward"].model_path is None and m["advantage"].model_path is None  # weightless
     assert m["actor"].optim.lr == 0.5 and m["actor"].dtype == "bf16" and m["policy"].dtype == "fp32"
+    # the weightless roles share the policy's device (and Ray worker)
+    assert {r: c.colocation_group for r, c in m.items() if c.colocation_group} == {
+        "policy": "policy", "reward": "policy", "advantage": "policy"}
     flow = cfg.flow_config()  # what the engine and Ray workers get: no recipe sections
     assert type(flow) is FlowRLConfig and set(flow.models) == set(m)
     assert isinstance(cfg, TrainConfig) and isinstance(cfg, FlowRLConfig)
