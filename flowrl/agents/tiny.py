@@ -4,7 +4,8 @@ model side of the CPU examples and tests of multi-turn rollouts.
 :class:`TinyAgent` (an :class:`~flowrl.agents.AgentRollout`; subclasses give
 ``make_environment``), :class:`TinyReference`, :class:`GroupAdvantage` (GRPO advantages of
 the episode return ``score``) and :class:`AgentTrainer` (the GRPO loss of the algorithm
-library, attending to every token and training on ``response_mask`` only).
+library, attending to every token and training on ``response_mask`` only); for PPO also
+:class:`TinyCritic`, :class:`MultiTurnGAE` and :class:`CriticTrainer`.
 
 The policy may only emit its *action vocabulary* (``args.actions`` plus EOS): every other
 logit is pushed to -1e6 by the model itself, so sampling, the reference and the trainer all
@@ -20,7 +21,7 @@ import torch
 
 from flowrl import algorithms as algo
 from flowrl.agents.rollout import AgentArgs, AgentDataset, AgentRollout
-from flowrl.agents.trajectory import full_sequence
+from flowrl.agents.trajectory import full_sequence, multi_turn_gae
 from flowrl.config import ModelConfig
 from flowrl.errors import ConfigError
 from flowrl.models.args import ModuleArgs
@@ -184,5 +185,71 @@ class AgentTrainer(TorchModule):
                                             agg=AGG)
                 loss, stats = loss + kl, {**stats, "kl": kl_stats["kl"]}
             return loss, {k: stats[k] for k in ("pg_loss", "clipfrac", "kl") if k in stats}
+
+        return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)
+
+
+# ---- PPO: a critic, its trainer, and multi-turn GAE -----------------------------------------
+def build_critic(name: str, cfg: ModelConfig, args: TinyArgs) -> TinyGPT:
+    """A TinyGPT with a scalar value head (no action restriction: it scores every state)."""
+    s = cfg.shape
+    with torch.random.fork_rng():
+        torch.manual_seed(args.init_seed + 1)
+        model = TinyGPT(TinyGPTConfig(ToyTokenizer().vocab_size, d_model=s.hidden_size or 64,
+                                      n_layers=s.num_layers or 2, n_heads=s.num_heads or 4,
+                                      value_head=True))
+    return model.to(torch_dtype(cfg.weights_dtype))
+
+
+class TinyCritic(TorchModule):
+    """Values of the states before each policy token (attending to every token)."""
+
+    Args = TinyArgs
+
+    def setup(self) -> None:
+        self.model = build_critic(self.name, self.model_config, self.typed_args).eval()
+
+    @outputs("values")
+    def forward_step(self, data, iteration=0):
+        with torch.no_grad():
+            values = self.model.response_values(*full_sequence(data))
+        return {"values": values * data["response_mask"]}
+
+
+class MultiTurnGAE(BaseModule):
+    """PPO advantages and returns from ``token_rewards`` and ``values`` with
+    :func:`flowrl.agents.multi_turn_gae` (GAE over policy tokens only)."""
+
+    class Args(ModuleArgs):
+        gamma: float = 1.0
+        lam: float = 0.95
+
+    @outputs("advantages", "returns")
+    def forward_step(self, data, iteration=0):
+        a = self.typed_args
+        out = multi_turn_gae(data["token_rewards"], data["values"], data["response_mask"],
+                             a.gamma, a.lam)
+        return {"advantages": out.advantages, "returns": out.returns}
+
+
+class CriticTrainer(TorchModule):
+    """The clipped value loss on policy tokens."""
+
+    class Args(TinyArgs):
+        clip_eps: float = 0.2
+
+    def setup(self) -> None:
+        self.model = build_critic(self.name, self.model_config, self.typed_args).train()
+        self.optimizer = self.optimizer_from_config(torch.optim.Adam)
+
+    def train_step(self, data, iteration):
+        eps = self.typed_args.clip_eps
+
+        def loss_fn(mb):
+            values = self.model.response_values(*full_sequence(mb))
+            mask, old, ret = mb["response_mask"].to(values.dtype), mb["values"], mb["returns"]
+            clipped = old + torch.clamp(values - old, -eps, eps)
+            per_token = torch.maximum((values - ret).square(), (clipped - ret).square())
+            return 0.5 * algo.masked_mean(per_token, mask), {}
 
         return self.train_micro_batches(data, loss_fn, self.model_config.optim.grad_clip)

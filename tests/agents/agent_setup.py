@@ -123,3 +123,22 @@ def spin(x: str) -> str:
     while x == "forever":
         pass
     return x.upper()
+
+
+def build_agent_ppo(cfg: dict):
+    """The same task under PPO (RLHFEngine): critic, multi-turn GAE, policy and value
+    trainers."""
+    from flowrl import RLHFEngine
+    from flowrl.agents.tiny import CriticTrainer, MultiTurnGAE, TinyCritic
+
+    tiny = cfg["models"]["reference"]
+    cfg["models"].update(value=dict(tiny), critic_trainer={**tiny, "optim": {"lr": 0.01}},
+                         gae={"args": {"gamma": 1.0, "lam": 1.0}})
+    cfg["models"].pop("advantage", None)
+    flowrl.init(cfg)
+    LookupAgent.recorded, RecordingTrainer.seen = [], []
+    engine = RLHFEngine(LookupAgent("policy"), TinyReference("reference"), MultiTurnGAE("gae"),
+                        TinyCritic("value"), RecordingTrainer("trainer"),
+                        CriticTrainer("critic_trainer"))
+    engine.set_dataset(problems())
+    return engine

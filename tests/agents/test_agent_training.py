@@ -169,3 +169,23 @@ def test_a_prompt_past_max_prompt_len_names_the_setting():
     with pytest.raises(TrajectoryError, match=r"models.policy.args.max_prompt_len=3: prompts "
                                               r"are longer: \['12='\]"):
         engine.learn()
+
+
+def test_ppo_trains_on_trajectories_with_returns_across_turns():
+    from agent_setup import build_agent_ppo
+
+    rows = build_agent_ppo(agent_config(num_episode=2, num_inference_per_prompt=1)).learn()
+    assert all(torch.isfinite(torch.tensor(r["critic_trainer/loss"])) for r in rows)
+    multi = 0
+    for mb in RecordingTrainer.seen:
+        mask = mb["response_mask"]
+        for key in ("advantages", "returns", "values"):
+            assert (mb[key][mask == 0] == 0).all(), key
+        first = mask.argmax(1)  # each episode's first policy token
+        rows_ = torch.arange(len(first))
+        # gamma = lam = 1: the return at the first token is every reward of the episode,
+        # later turns' included (the observations between turns do not cut it)
+        torch.testing.assert_close(mb["returns"][rows_, first], mb["score"])
+        multi += int(((mask.cumsum(1) > 0) & (mask == 0) & (mb["response_attention_mask"] == 1))
+                     .any(1).sum())
+    assert multi > 0
