@@ -80,3 +80,15 @@ def test_explain_plans_a_train_config_with_overrides(tmp_path, capsys):
     assert "reference" not in out
     assert cli.main(["explain", str(path), "algorithm.kl.coeff=0"]) == 1
     assert "algorithm.kl.coeff: unknown field; did you mean 'coef'?" in capsys.readouterr().err
+
+
+def test_explain_the_grpo_hf_example(capsys):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "grpo_hf.yaml"
+    assert cli.main(["explain", str(example)]) == 0
+    out = capsys.readouterr().out
+    for call in ("policy.forward_step", "reward.forward_step", "advantage.forward_step",
+                 "actor.train_step"):
+        assert call in out
+    assert "reference" not in out  # the example trains without a KL term
