@@ -154,3 +154,17 @@ class DynamicSampler:
                    "dynamic_sampling/exhausted": float(len(groups) < self.target_groups),
                    "dynamic_sampling/train_skipped": 0.0}
         return results, [s for g in groups for s in g], metrics
+
+    def exhausted_note(self, episode: int, metrics: dict[str, float]) -> str:
+        """The warning for an episode (0-based) that hit ``max_batches`` short of its groups."""
+        return (f"dynamic sampling: episode {episode + 1} drew "
+                f"{metrics['dynamic_sampling/batches']:.0f} rollout batches (the limit) and kept "
+                f"{metrics['dynamic_sampling/kept_groups'] * self.group_size:.0f} of "
+                f"{self.target_groups * self.group_size} samples; it trains on those")
+
+    @staticmethod
+    def skip_note(episode: int, kept: int, args: RuntimeArgs) -> str:
+        """The warning for an episode whose kept samples fill no global batch."""
+        return (f"dynamic sampling: episode {episode + 1} kept {kept} samples, fewer than one "
+                f"global batch (runtime_args.train_global_batch_size="
+                f"{args.train_global_batch_size}); its training is skipped")

@@ -274,11 +274,8 @@ class EpisodeRunner:
         self.buffer.samples.extend(kept)
         check_bound(self.buffer.samples, self.episode, 0)
         if self._sampling["dynamic_sampling/exhausted"]:
-            self.logger.console.print(
-                f"dynamic sampling: episode {self.episode + 1} drew "
-                f"{self._sampling['dynamic_sampling/batches']:.0f} rollout batches (the limit) "
-                f"and kept {len(kept)} of {self.args.sample_per_episode} samples; it trains on "
-                f"those", highlight=False, soft_wrap=True)
+            self.logger.console.print(self.sampler.exhausted_note(self.episode, self._sampling),
+                                      highlight=False, soft_wrap=True)
         return results
 
     def _prompt_batches(self) -> list[dict[str, Any]]:
@@ -380,11 +377,8 @@ class EpisodeRunner:
         if per_epoch == 0 and self.sampler is not None:
             # dynamic sampling kept too few groups: skip training, never crash (warned)
             self._sampling["dynamic_sampling/train_skipped"] = 1.0
-            self.logger.console.print(
-                f"dynamic sampling: episode {self.episode + 1} kept {len(self.buffer)} samples, "
-                f"fewer than one global batch (runtime_args.train_global_batch_size="
-                f"{a.train_global_batch_size}); its training is skipped", highlight=False,
-                soft_wrap=True)
+            self.logger.console.print(self.sampler.skip_note(self.episode, len(self.buffer), a),
+                                      highlight=False, soft_wrap=True)
             return []
         if per_epoch == 0:
             raise FlowRLError(
