@@ -401,14 +401,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise BenchmarkError("--runners trl: TRL is not installed "
                                  "(pip install 'flowrl[bench]')") from None
     s = Settings(steps=a.steps or (8 if a.quick else 30))
+    if s.steps <= a.warmup or a.block < 1:
+        raise BenchmarkError(f"--steps {s.steps} must exceed --warmup {a.warmup} and --block "
+                             f"{a.block} be at least 1")
+    last_k = min(a.last_k, max(1, s.steps // 3))  # the first and last k steps do not overlap
     run_dir = (a.out or Path(tempfile.mkdtemp(prefix="flowrl_vs_trl_"))).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_model(run_dir)
     print_mapping(s)
     t0 = time.perf_counter()
     records = run_interleaved(s, run_dir, runners, a.block, a.threads)
-    summary = {name: summarize(r, a.warmup, a.last_k) for name, r in records.items()}
-    result = {"settings": asdict(s), "block": a.block, "warmup": a.warmup, "last_k": a.last_k,
+    summary = {name: summarize(r, a.warmup, last_k) for name, r in records.items()}
+    result = {"settings": asdict(s), "block": a.block, "warmup": a.warmup, "last_k": last_k,
               "threads": a.threads, "summary": summary,
               "records": records, "wall_s": time.perf_counter() - t0}
     (run_dir / "results.json").write_text(json.dumps(result, indent=1))

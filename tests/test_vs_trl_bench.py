@@ -117,3 +117,5 @@ def test_unknown_runner_is_named():
     with pytest.raises(bench.BenchmarkError, match=r"--runners: unknown \['ray'\]"):
         bench.main(["--runners", "flowrl,ray"])
     assert issubclass(bench.BenchmarkError, FlowRLError)
+    with pytest.raises(bench.BenchmarkError, match=r"--steps 2 must exceed --warmup 2"):
+        bench.main(["--steps", "2", "--runners", "flowrl"])
