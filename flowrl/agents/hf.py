@@ -56,12 +56,15 @@ class HFAgent(HFModule, AgentRollout):
         width = max(len(c) for c in contexts)
         ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in contexts])
         mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])
+        # one-token turns need no stop criterion (cut_turn still applies); transformers' one
+        # cannot be built for every vocabulary (a character tokenizer without "a")
+        stops = list(stop_strings) if max(max_new_tokens) > 1 else []
         cfg = transformers().GenerationConfig(
             max_new_tokens=max(max_new_tokens), min_new_tokens=0, do_sample=a.do_sample,
             temperature=g.temperature if a.do_sample else None,
             top_p=g.top_p if a.do_sample else None, top_k=g.top_k if a.do_sample else None,
             eos_token_id=self.eos_id, pad_token_id=self.pad_id, bos_token_id=None,
-            stop_strings=list(stop_strings) or None, use_cache=True)
+            stop_strings=stops or None, use_cache=True)
         out = self.model.generate(input_ids=ids.to(self.device),
                                   attention_mask=mask.to(self.device), generation_config=cfg,
                                   tokenizer=self.tokenizer)

@@ -26,6 +26,8 @@ import torch
 
 from flowrl import algorithms as algo
 from flowrl.agents.errors import TrajectoryError
+# one scorer's view of a batch for every module: attends to the observations too
+from flowrl.models.builtin.inference import full_sequence  # noqa: F401 (re-export)
 
 
 @dataclass
@@ -109,46 +111,14 @@ def to_batch(trajs: list[Trajectory], pad_id: int, prompt_width: int,
     return out
 
 
-def full_sequence(batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(tokens, attention_mask, prompt_len)`` of a rollout batch for scoring the response.
-
-    Attends to environment tokens too (``response_attention_mask``) when the batch has them;
-    a single-turn batch falls back to ``response_mask``. Scores are then masked by
-    ``response_mask`` (the loss mask) as usual.
-    """
-    resp_attn = batch.get("response_attention_mask", batch["response_mask"])
-    tokens = torch.cat([batch["prompt"], batch["response"]], 1)
-    mask = torch.cat([batch["prompt_mask"], resp_attn.to(batch["prompt_mask"].dtype)], 1)
-    return tokens, mask, batch["prompt"].shape[1]
-
-
-def _policy_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the positions of policy tokens first (in order), then the rest; cut to the
-    longest row's policy tokens. Returns (index [B, M], mask of real entries [B, M])."""
-    keep = mask != 0
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-    width = max(1, int(keep.sum(1).max()))
-    idx = order[:, :width]
-    return idx, torch.gather(keep, 1, idx)
-
-
 def multi_turn_gae(token_rewards: torch.Tensor, values: torch.Tensor,
                    response_mask: torch.Tensor, gamma: float = 1.0,
                    lam: float = 0.95) -> algo.AdvantageOutput:
-    """GAE over the policy's tokens only, as if the observations between turns were not there.
-
-    The GAE kernel reads a 0 in the mask as the end of the sequence, so on a multi-turn
-    response a later turn's reward would never reach earlier turns. This gathers each row's
-    policy tokens (in order), runs GAE on them and puts advantages and returns back in place
-    (0 on environment tokens). Equal to plain GAE when every response token is the policy's.
-    """
-    idx, real = _policy_index(response_mask)
-    mask = real.to(token_rewards.dtype)
-    out = algo.compute_advantages("gae", torch.gather(token_rewards, 1, idx) * mask, mask,
-                                  values=torch.gather(values, 1, idx) * mask, gamma=gamma,
-                                  lam=lam)
-
-    def back(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(token_rewards).scatter(1, idx, x.to(token_rewards.dtype) * mask)
-
-    return algo.AdvantageOutput(back(out.advantages), back(out.returns))
+    """GAE over the policy's tokens only, as if the observations between turns were not there
+    (0 on environment tokens): the library's ``gae`` given an attention mask (see
+    :func:`flowrl.algorithms.advantages.gae`). Equal to plain GAE on single-turn rows."""
+    out = algo.compute_advantages("gae", token_rewards, response_mask, values=values,
+                                  gamma=gamma, lam=lam,
+                                  attention_mask=torch.ones_like(response_mask))
+    return algo.AdvantageOutput(out.advantages.to(token_rewards.dtype),
+                                out.returns.to(token_rewards.dtype))

@@ -10,6 +10,11 @@ Common signature (every estimator, built-in or user-registered)::
 * ``mask``: ``[B, T]``, non-zero on real response tokens (EOS included), 0 on padding.
 * ``group_size``: samples per prompt; the samples of one prompt are consecutive rows.
   Estimators that do not group accept and ignore it.
+* ``attention_mask`` (GAE, REINFORCE++; optional): a multi-turn batch's
+  ``response_attention_mask``. With it, ``mask`` is a loss mask with holes (the environment's
+  tokens between turns) and the reverse scan runs over each row's policy tokens in order, as
+  if the observations were not there; without it a 0 in ``mask`` ends the sequence.
+  :func:`accepts_attention_mask` tells whether an estimator takes it.
 * inputs without defaults (``values`` for GAE, ``baseline_rewards`` for ReMax) are listed
   by :func:`advantage_inputs`, so an engine knows which models it must run.
 
@@ -28,7 +33,7 @@ from torch import Tensor
 
 from flowrl import kernels
 from flowrl.algorithms.masked import (broadcast_tokens, check_tokens, float_dtype,
-                                      sequence_scores, token_rewards)
+                                      last_token_index, sequence_scores, token_rewards)
 from flowrl.algorithms.registry import ADVANTAGES, check_options, register_advantage
 from flowrl.errors import AlgorithmError
 
@@ -60,6 +65,48 @@ def advantage_inputs(name: str) -> set[str]:
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty}
 
 
+def accepts_attention_mask(name: str) -> bool:
+    """Whether the estimator ``name`` takes ``attention_mask`` (multi-turn batches)."""
+    return "attention_mask" in inspect.signature(ADVANTAGES.get(name)).parameters
+
+
+def _has_gaps(mask: Tensor) -> bool:
+    """Whether some row has a 0 before its last non-zero (a multi-turn loss mask)."""
+    before_last = torch.arange(mask.shape[1], device=mask.device)[None, :] < \
+        last_token_index(mask)[:, None]
+    return bool((before_last & (mask == 0)).any())
+
+
+def _policy_index(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row, the positions of the non-zeros of ``mask`` first (in order), then the rest,
+    cut to the widest row's count: ``(index [B, M], real [B, M])``."""
+    keep = mask != 0
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    idx = order[:, :max(1, int(keep.sum(1).max()))]
+    return idx, torch.gather(keep, 1, idx)
+
+
+def _scan(fn: str, rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float,
+          attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """:func:`flowrl.kernels.gae` over the tokens of ``mask``; with an ``attention_mask`` and
+    a loss mask with holes, over each row's policy tokens compacted (0 back on the holes)."""
+    if attention_mask is None or not _has_gaps(mask):
+        return kernels.gae(rewards, values, mask, gamma, lam)
+    check_tokens(fn, mask, attention_mask=attention_mask)
+    if ((mask != 0) & (attention_mask == 0)).any():
+        raise AlgorithmError(f"{fn}: the loss mask is non-zero where attention_mask is 0 (a "
+                             f"policy token must be a real token)")
+    idx, real = _policy_index(mask)
+    m = real.to(rewards.dtype)
+    adv, ret = kernels.gae(torch.gather(rewards, 1, idx) * m, torch.gather(values, 1, idx) * m,
+                           m, gamma, lam)
+
+    def back(x: Tensor) -> Tensor:
+        return torch.zeros_like(rewards).scatter(1, idx, x.to(rewards.dtype) * m)
+
+    return back(adv), back(ret)
+
+
 def _groups(fn: str, scores: Tensor, group_size: int) -> Tensor:
     """``[B]`` scores as ``[B / group_size, group_size]``."""
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
@@ -77,16 +124,20 @@ def _outcome(per_sequence: Tensor, mask: Tensor) -> AdvantageOutput:
 
 @register_advantage("gae")
 def gae(rewards: Tensor, mask: Tensor, *, values: Tensor, group_size: int = 1,
-        gamma: float = 1.0, lam: float = 0.95, whiten: bool = False) -> AdvantageOutput:
+        gamma: float = 1.0, lam: float = 0.95, whiten: bool = False,
+        attention_mask: Tensor | None = None) -> AdvantageOutput:
     """Generalised advantage estimation (Schulman et al., 2016) via :func:`flowrl.kernels.gae`.
 
     ``delta_t = r_t + gamma V_{t+1} - V_t``, ``A_t = delta_t + gamma lam A_{t+1}`` (``V`` and
     ``A`` are 0 after the last real token); ``returns = A + V``. ``whiten=True`` whitens the
-    advantages over the batch's real tokens (not the returns).
+    advantages over the batch's real tokens (not the returns). With ``attention_mask`` (a
+    multi-turn batch) ``t + 1`` is the next *policy* token: a later turn's reward reaches the
+    earlier turns across the observations between them (0 on the observations).
     """
-    check_tokens("advantage estimator 'gae'", mask, values=values)
-    r = token_rewards("advantage estimator 'gae'", rewards, mask)
-    adv, ret = kernels.gae(r, values.to(r.dtype), mask, gamma, lam)
+    fn = "advantage estimator 'gae'"
+    check_tokens(fn, mask, values=values)
+    r = token_rewards(fn, rewards, mask)
+    adv, ret = _scan(fn, r, values.to(r.dtype), mask, gamma, lam, attention_mask)
     if whiten:
         adv = kernels.whiten(adv, mask)
     return AdvantageOutput(adv, ret)
@@ -147,8 +198,8 @@ def rloo(rewards: Tensor, mask: Tensor, *, group_size: int = 1) -> AdvantageOutp
 
 @register_advantage("reinforce_pp")
 def reinforce_pp(rewards: Tensor, mask: Tensor, *, group_size: int = 1, gamma: float = 1.0,
-                 kl: Tensor | None = None, kl_coef: float = 0.0,
-                 eps: float = 1e-8) -> AdvantageOutput:
+                 kl: Tensor | None = None, kl_coef: float = 0.0, eps: float = 1e-8,
+                 attention_mask: Tensor | None = None) -> AdvantageOutput:
     """REINFORCE++ (Hu, 2025): discounted returns of the KL-penalised token rewards, whitened
     over every real token of the batch.
 
@@ -156,6 +207,8 @@ def reinforce_pp(rewards: Tensor, mask: Tensor, *, group_size: int = 1, gamma: f
     ``A_t = (G_t - mean(G)) / sqrt(var(G) + eps)`` (population variance over the batch's
     real tokens). ``kl`` is a per-token estimate (:func:`flowrl.algorithms.kl.kl_estimate`);
     leave it ``None`` when the rewards already carry the penalty (``kl_in_reward``).
+    ``attention_mask``: as for :func:`gae`, the returns run across a multi-turn response's
+    observations.
     """
     fn = "advantage estimator 'reinforce_pp'"
     r = token_rewards(fn, rewards, mask)
@@ -163,7 +216,7 @@ def reinforce_pp(rewards: Tensor, mask: Tensor, *, group_size: int = 1, gamma: f
         check_tokens(fn, mask, kl=kl)
         r = r - kl_coef * torch.where(mask != 0, kl.to(r.dtype), torch.zeros_like(r))
     # discounted return = GAE with V = 0 and lambda = 1 (one reverse scan, kernel-dispatched)
-    _, returns = kernels.gae(r, torch.zeros_like(r), mask, gamma, 1.0)
+    _, returns = _scan(fn, r, torch.zeros_like(r), mask, gamma, 1.0, attention_mask)
     return AdvantageOutput(kernels.whiten(returns, mask, eps=eps), returns)
 
 

@@ -35,6 +35,8 @@ def make_module(role: str, cfg: TrainConfig) -> BaseModule:
     from flowrl.models.builtin.reference import Reference
 
     family, algo = cfg.preset.family, cfg.algorithm
+    if role == "policy" and cfg.agent is not None:
+        return _agent_policy(cfg)
     simple = {"policy": Policy, "reference": Reference, "critic": Critic}
     if role in simple:
         return simple[role](role)
@@ -60,6 +62,17 @@ def _trainer(family: str, cfg: TrainConfig) -> BaseModule:
         return DPOTrainer("actor", beta=cfg.algorithm.beta, loss_type=cfg.algorithm.dpo_loss)
     from flowrl.models.builtin.actor import Actor
     return Actor("actor", cfg.algorithm.settings())
+
+
+def _agent_policy(cfg: TrainConfig) -> BaseModule:
+    """``agent:``: the policy plays episodes with the user's environment or tools."""
+    from flowrl.models.builtin.agent_policy import AgentPolicy
+
+    a = cfg.agent
+    return AgentPolicy("policy", environment=a.environment, tools=a.tools or (),
+                       parser=a.parser, parser_options=a.parser_options,
+                       tool_timeout_s=a.tool_timeout_s, reward=cfg.reward,
+                       base_dir=str(cfg.base_dir))
 
 
 def _reward(cfg: TrainConfig) -> BaseModule:
@@ -90,6 +103,8 @@ def _engine(cfg: TrainConfig) -> Engine:
     flow_cfg = cfg.flow_config()
     context.init(flow_cfg)  # seeds the RNGs; the compiler reads the runtime args from it
     modules = {role: make_module(role, cfg) for role in cfg.roles()}
+    if cfg.agent is not None:  # the agent's environment scores: the flow has no reward call
+        modules["reward"] = None
     engine = ENGINES[cfg.preset.family](**modules, config=flow_cfg)
     return engine.set_dynamic_sampling(cfg.algorithm.dynamic_sampling)
 
@@ -109,7 +124,7 @@ def build(config: str | Path | dict | TrainConfig, overrides: list[str] | tuple 
     engine = _engine(cfg)
     data = load_dataset_spec(cfg.data, base_dir=cfg.base_dir, tokenizer=_chat_tokenizer(cfg))
     engine.set_dataset(data.train)
-    if data.eval and cfg.runtime_args.eval_episode_interval and "policy" in engine.modules:
+    if data.eval and cfg.runtime_args.eval_episode_interval and "reward" in engine.modules:
         engine.set_evaluator(_evaluator(engine).set_dataset(data.eval))
     return engine, data
 

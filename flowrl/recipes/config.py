@@ -79,6 +79,52 @@ class ModelSection(BaseModel):
         return {"kind": v} if isinstance(v, str) else v
 
 
+class AgentSection(BaseModel):
+    """``agent:``: the policy plays multi-turn episodes (:class:`~flowrl.models.builtin.
+    agent_policy.AgentPolicy`) with an environment or tools from your Python file. The
+    budgets become ``models.policy.args`` (:class:`~flowrl.agents.AgentArgs`), where the
+    planner reads them; set them here only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    environment: str | None = Field(None, description="'envs.py:make_env': make_env(sample) "
+                                    "-> flowrl.agents.Environment; it gives the rewards")
+    tools: list[str] | None = Field(None, min_length=1, description="['tools.py:calculator']: "
+                                    "Tool objects or functions; reward: scores the answer")
+    parser: str = Field("json", description="tool-call format (flowrl.agents.PARSERS)")
+    parser_options: dict[str, Any] = Field(default_factory=dict,
+                                           description="the format's options (marker: tool, "
+                                                       "argument, marker)")
+    max_turns: int = Field(4, ge=1, description="policy turns per episode")
+    max_tokens: int = Field(64, ge=1, description="response token budget (policy + "
+                                                  "environment tokens)")
+    timeout_s: float = Field(10.0, gt=0, description="deadline of one environment step")
+    tool_timeout_s: float = Field(5.0, gt=0, description="deadline of one tool call")
+    num_workers: int = Field(8, ge=1, description="environment steps running at once")
+    planned_env_step_s: float = Field(0.0, ge=0, description="one step's time, for planning")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "AgentSection":
+        if (self.environment is None) == (self.tools is None):
+            raise ValueError("give exactly one of agent.environment ('envs.py:make_env') or "
+                             "agent.tools (['tools.py:calculator'])")
+        from flowrl.agents.parsers import PARSERS
+        if self.parser not in PARSERS:
+            raise ValueError(f"agent.parser={self.parser!r}: known formats are "
+                             f"{', '.join(sorted(PARSERS))}")
+        return self
+
+    def policy_args(self) -> dict[str, Any]:
+        """The ``models.policy.args`` this section sets."""
+        return {"max_turns": self.max_turns, "max_response_tokens": self.max_tokens,
+                "env_timeout_s": self.timeout_s, "num_workers": self.num_workers,
+                "planned_env_step_s": self.planned_env_step_s}
+
+
+#: Families that can roll out with an agent (the rollout module is just another policy).
+AGENT_FAMILIES = ("grpo", "ppo")
+
+
 class AlgorithmSection(AlgorithmSettings):
     """``algorithm:``: the name (its preset fills the rest) and :class:`AlgorithmSettings`,
     plus the DPO knobs."""
@@ -110,6 +156,7 @@ class TrainConfig(FlowRLConfig):
     data: DataConfig
     # None first: the "did you mean" of an unknown key looks at the union's last member.
     reward: Union[None, RewardConfig] = None
+    agent: Union[None, AgentSection] = None
 
     @property
     def preset(self) -> Preset:
@@ -129,7 +176,9 @@ class TrainConfig(FlowRLConfig):
                              f"{p.data_kind!r} records (drop data.kind, or pick another "
                              f"algorithm.name)")
         scored = p.family in _SCORED
-        if scored and (self.reward is None) == (self.weights.reward_model is None):
+        if self.agent is not None:
+            self._fits_agent()
+        elif scored and (self.reward is None) == (self.weights.reward_model is None):
             raise ValueError(f"{name} scores its samples: give exactly one of reward: "
                              f"{{function: file.py:fn}} or model.reward_model")
         if not scored and (self.reward is not None or self.weights.reward_model):
@@ -154,6 +203,21 @@ class TrainConfig(FlowRLConfig):
                              "max_new_tokens (or this option)")
         return self
 
+    def _fits_agent(self) -> None:
+        """An agent's episodes are scored by its environment, or by reward: with tools."""
+        name = self.algorithm.name
+        if self.preset.family not in AGENT_FAMILIES:
+            raise ValueError(f"agent: {name} cannot roll out with an agent (algorithms of "
+                             f"the {', '.join(AGENT_FAMILIES)} families can)")
+        if self.weights.reward_model:
+            raise ValueError("model.reward_model: an agent's episodes are scored by its "
+                             "environment (agent.environment) or by reward: (agent.tools)")
+        if self.agent.tools and self.reward is None:
+            raise ValueError("agent.tools: give reward: {function: file.py:fn} to score the "
+                             "final answer")
+        if self.agent.environment and self.reward is not None:
+            raise ValueError("reward: agent.environment gives the rewards; remove reward:")
+
     def flow_config(self) -> FlowRLConfig:
         """The engine's config: the runtime sections alone (what Ray workers reload)."""
         cfg = FlowRLConfig.model_validate(self.model_dump(include=set(FlowRLConfig.model_fields)))
@@ -162,7 +226,7 @@ class TrainConfig(FlowRLConfig):
 
     def roles(self) -> tuple[str, ...]:
         """The model roles this config runs (the keys of ``models``)."""
-        return roles(self.preset.family, self.algorithm.kl.coef)
+        return roles(self.preset.family, self.algorithm.kl.coef, self.agent is not None)
 
 
 def _user_models(raw: dict[str, Any], generated: dict[str, dict], name: str,
@@ -184,6 +248,19 @@ def _user_models(raw: dict[str, Any], generated: dict[str, dict], name: str,
             raise ConfigError(f"models.{role}: expected a mapping, got {type(section).__name__}")
         out[role] = deep_merge(out[role], section or {})
     return out
+
+
+def _agent_args(raw: dict[str, Any], agent: AgentSection) -> None:
+    """The agent's budgets are set in ``agent:`` only (one source of truth)."""
+    policy = (raw.get("models") or {}).get("policy") or {}
+    args = policy.get("args") if isinstance(policy, dict) else None
+    keys = {"max_turns": "max_turns", "max_response_tokens": "max_tokens",
+            "env_timeout_s": "timeout_s", "num_workers": "num_workers",
+            "planned_env_step_s": "planned_env_step_s"}
+    both = [k for k in keys if isinstance(args, dict) and k in args]
+    if both:
+        raise ConfigError(f"models.policy.args.{both[0]}: with an agent: section, set "
+                          f"agent.{keys[both[0]]} instead")
 
 
 def _max_new_tokens(raw: dict[str, Any]) -> int | None:
@@ -240,8 +317,13 @@ def load_train_config(config: str | Path | dict | TrainConfig,
     model = validate_section(ModelSection, raw.get("model"), "model").model_dump()
     kl = raw["algorithm"].get("kl")
     kl_coef = kl.get("coef") if isinstance(kl, dict) else None
-    raw["models"] = _user_models(raw, model_sections(p.family, kl_coef, model),
-                                 algo["name"], source)
+    agent = None if raw.get("agent") is None else \
+        validate_section(AgentSection, raw["agent"], "agent")
+    generated = model_sections(p.family, kl_coef, model, agent is not None)
+    if agent is not None:
+        _agent_args(raw, agent)
+        generated["policy"]["args"] = agent.policy_args()
+    raw["models"] = _user_models(raw, generated, algo["name"], source)
     try:
         cfg = TrainConfig.model_validate(raw)
     except ValidationError as e:

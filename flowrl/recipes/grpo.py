@@ -13,16 +13,23 @@ from flowrl.engines.engine import Engine
 from flowrl.models.base import BaseModule
 
 
-def engine(policy: BaseModule, reward: BaseModule, advantage: BaseModule, actor: BaseModule,
+def engine(policy: BaseModule, reward: BaseModule | None, advantage: BaseModule,
+           actor: BaseModule,
            reference: BaseModule | None = None, *, config: FlowRLConfig) -> Engine:
     """Sample n responses per prompt, score them, turn scores into advantages, train.
 
-    ``reference`` is ``None`` when ``algorithm.kl.coef`` is 0 (no KL term, nothing to run).
+    ``reference`` is ``None`` when ``algorithm.kl.coef`` is 0 (no KL term, nothing to run);
+    ``reward`` is ``None`` when the policy scores its own samples (an agent's environment).
     """
 
     @flow(name="rollout")
     def rollout(batch):
         out = policy.forward_step(batch)          # responses + behaviour log-probs
+        if reward is None:                        # an agent: the episodes carry their score
+            if reference is None:
+                return out, advantage.forward_step(out)
+            ref = reference.forward_step(out)
+            return out, ref, advantage.forward_step(out, ref)
         score = reward.forward_step(out)          # score [B]
         if reference is None:                     # decided when tracing, not per batch
             return out, score, advantage.forward_step(out, score)

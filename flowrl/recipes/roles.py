@@ -42,14 +42,17 @@ WEIGHTLESS = ("reward", "advantage", "feed")
 _REFERENCE_ALWAYS = ("online_dpo",)
 
 
-def roles(family: str, kl_coef: Any) -> tuple[str, ...]:
-    """The roles ``family`` runs; without a KL term (``kl_coef == 0``) no reference."""
+def roles(family: str, kl_coef: Any, agent: bool = False) -> tuple[str, ...]:
+    """The roles ``family`` runs; without a KL term (``kl_coef == 0``) no reference; with an
+    ``agent:`` no reward (the policy's environment scores its episodes)."""
     names = FAMILY_ROLES[family]
     drop = family not in _REFERENCE_ALWAYS and kl_coef == 0
-    return tuple(r for r in names if not (drop and r == "reference"))
+    return tuple(r for r in names
+                 if not (drop and r == "reference") and not (agent and r == "reward"))
 
 
-def model_sections(family: str, kl_coef: Any, model: dict[str, Any]) -> dict[str, dict]:
+def model_sections(family: str, kl_coef: Any, model: dict[str, Any],
+                   agent: bool = False) -> dict[str, dict]:
     """The generated ``models:`` sections of ``family`` from the ``model:`` section (raw:
     this runs before validation, so it only copies values; the validation checks them)."""
     path = model.get("path")
@@ -60,7 +63,7 @@ def model_sections(family: str, kl_coef: Any, model: dict[str, Any]) -> dict[str
         "critic_trainer": model.get("critic") or path,
         "reward": model.get("reward_model"),
     }
-    names = roles(family, kl_coef)
+    names = roles(family, kl_coef, agent)
     out: dict[str, dict] = {}
     for role in names:
         section: dict[str, Any] = {}

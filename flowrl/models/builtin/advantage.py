@@ -12,6 +12,11 @@ It reads the rollout's ``score`` [B] and ``response_mask`` [B, N] and, by config
   from the batch (:data:`INPUT_KEYS`: GAE's ``values`` from the Critic, ReMax's
   ``baseline_rewards`` from the reward's ``baseline_step`` as ``baseline_score``).
 
+A multi-turn batch (an agent rollout, :mod:`flowrl.agents.trajectory`) is recognised by its
+keys: ``token_rewards`` (each turn's reward on its last policy token) are the rewards instead
+of ``score`` alone, and ``response_attention_mask`` goes to estimators that take it (GAE,
+REINFORCE++), so returns run across the observations between turns.
+
 Outputs ``advantages`` and ``returns`` (``[B, N]``; the critic's targets for GAE, equal to
 the advantages for the critic-free estimators). Logged: ``advantages/mean``,
 ``advantages/std`` (over real tokens), ``score/mean`` (after the overlong penalty) and
@@ -24,6 +29,8 @@ import torch
 
 from flowrl.algorithms import (AlgorithmSettings, advantage_inputs, apply_overlong_penalty,
                                compute_advantages, kl_estimate, kl_in_reward, masked_mean)
+from flowrl.algorithms.advantages import accepts_attention_mask
+from flowrl.algorithms.masked import scores_to_tokens
 from flowrl.errors import AlgorithmError
 from flowrl.models.base import BaseModule, outputs
 
@@ -87,13 +94,18 @@ class Advantage(BaseModule):
         return score
 
     def rewards(self, score: torch.Tensor, data: dict) -> torch.Tensor:
-        """``score`` as the estimator's rewards: ``[B]`` scores or, with KL in the reward,
-        ``[B, N]`` token rewards ``r_t - beta kl_t``."""
+        """``score`` as the estimator's rewards: ``[B]`` scores (a multi-turn batch: its
+        ``[B, N]`` ``token_rewards``) or, with KL in the reward, ``[B, N]`` token rewards
+        ``r_t - beta kl_t``."""
+        rewards = score
+        if "token_rewards" in data:  # per-turn rewards where earned; the penalty at the end
+            rewards = data["token_rewards"].float() + scores_to_tokens(
+                score - data["score"].float(), data["response_mask"])
         if not self.kl_in_reward:
-            return score
+            return rewards
         kl = self.algorithm.kl
-        return kl_in_reward(score, data["logprobs"], data["ref_logprobs"], data["response_mask"],
-                            kl_coef=kl.coef, estimator=kl.estimator)
+        return kl_in_reward(rewards, data["logprobs"], data["ref_logprobs"],
+                            data["response_mask"], kl_coef=kl.coef, estimator=kl.estimator)
 
     @outputs("advantages", "returns")
     def forward_step(self, data: dict, iteration: int = 0) -> dict:
@@ -104,6 +116,8 @@ class Advantage(BaseModule):
         rewards = self.rewards(score, data)
         inputs = {arg: data[INPUT_KEYS.get(arg, (arg,))[0]].float()
                   for arg in advantage_inputs(self.estimator)}
+        if "response_attention_mask" in data and accepts_attention_mask(self.estimator):
+            inputs["attention_mask"] = data["response_attention_mask"]
         out = compute_advantages(self.estimator, rewards, mask,
                                  group_size=self.runtime_args.num_inference_per_prompt,
                                  **inputs, **self.algorithm.advantage.options)
