@@ -99,13 +99,36 @@ class ActorLoss:
         rows = off_policy.stale_rows(mb, version)
         if rows is None or self.runtime_args.off_policy.correction == "none":
             opts = {k: v for k, v in s.items() if k in pl.options or k == "max_length"}
-            return compute_policy_loss(pl.name, lp, mb["logprobs"].to(lp.device),
+            return compute_policy_loss(pl.name, lp, self._old_logprobs(lp, mb),
                                        mb["advantages"].to(lp.device), mask, **opts)
         on_device = {k: mb[k].to(lp.device) for k in (off_policy.BEHAVIOUR_KEY,
                                                       off_policy.PROXIMAL_KEY) if k in mb}
         ratio = off_policy.policy_ratio(lp, {**mb, **on_device}, mask,
                                         self.runtime_args.off_policy, version)
         return corrected_policy_loss(ratio, mb["advantages"].to(lp.device), mask, s)
+
+    def _old_logprobs(self, lp: Tensor, mb: dict) -> Tensor:
+        """The batch's behaviour log-probs; without them (the Policy's ``behaviour_logprobs:
+        false``) these weights' own, detached: the same numbers when the weights that
+        generated the batch take exactly one optimizer step on it, which is checked."""
+        if "logprobs" in mb:
+            return mb["logprobs"].to(lp.device)
+        ra = self.runtime_args
+        steps = ra.sample_per_episode // ra.train_global_batch_size
+        problems = [f"runtime_args.{k}={v}" for k, v in (
+            ("num_training_epoch", ra.num_training_epoch), ("max_staleness", ra.max_staleness))
+            if v != (1 if k == "num_training_epoch" else 0)]
+        if steps != 1:
+            problems.append(f"{steps} optimizer steps per episode (runtime_args."
+                            f"train_global_batch_size={ra.train_global_batch_size}, "
+                            f"sample_per_episode={ra.sample_per_episode})")
+        if problems:
+            raise AlgorithmError(
+                f"{self.name}: the batch has no 'logprobs' (the Policy's args.behaviour_logprobs "
+                f"is false). Its own log-probs stand in for them only when each rollout is "
+                f"trained once, in one optimizer step, by the weights that generated it; here "
+                f"{'; '.join(problems)}. Set behaviour_logprobs: true on the policy.")
+        return lp.detach()
 
     def kl_term(self, lp: Tensor, mb: dict, mask: Tensor) -> tuple[Tensor | None, dict]:
         """KL-in-loss (placement ``loss``, coef > 0) or, with a reference in the batch, the
@@ -128,8 +151,7 @@ class ActorLoss:
         return term, stats
 
     def _check_keys(self, mb: dict) -> None:
-        for key in ("prompt", "prompt_mask", "response", "response_mask", "logprobs",
-                    "advantages"):
+        for key in ("prompt", "prompt_mask", "response", "response_mask", "advantages"):
             if key not in mb:
                 raise AlgorithmError(
                     f"{self.name}: policy loss {self.algorithm.policy_loss.name!r} needs batch "

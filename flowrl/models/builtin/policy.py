@@ -40,6 +40,12 @@ class PolicyArgs(VLLMArgs, ForwardBatchArgs):
     generator: Generator = "auto"
     max_prompt_len: int = Field(512, ge=1, description="prompt tokens kept (from the end)")
     pad_id: int | None = None  # default: the tokenizer's
+    behaviour_logprobs: bool = Field(
+        True, description="score the sampled responses with the policy's weights (the batch's "
+        "`logprobs`). false saves that forward pass: the Actor then takes its own detached "
+        "log-probs as the old ones, which is exact only when each rollout is trained once, in "
+        "one optimizer step, by the weights that generated it (the Actor checks; TRL does the "
+        "same); `flowrl train` chooses it when that holds")
 
 
 class Policy(FrozenHFModule):
@@ -102,25 +108,31 @@ class Policy(FrozenHFModule):
         response_mask, logprobs`` and every non-tensor column of ``batch`` (``prompt_text``,
         ``answer`` ...). Its keys follow the dataset's columns, so they are not declared with
         ``@outputs``. ``logprobs`` are the policy's own at the sampling temperature, 0 after
-        EOS."""
+        EOS (absent with ``args.behaviour_logprobs: false``)."""
         require_keys(self.name, "forward_step", batch, ("prompt", "prompt_mask"))
         prompt, prompt_mask = self._left_padded(batch)
         gen = self.generate(prompt, prompt_mask)
         p = prompt.shape[1]
         mask = gen["response_mask"]
-        temperature = logprob_temperature(self.generation_temperature)
-        with torch.no_grad():
-            lp = in_chunks(lambda t, m: response_logprobs(self.model, t, m, p, temperature),
-                           self.typed_args.forward_batch_size, gen["tokens"].to(self.device),
-                           gen["attention_mask"].to(self.device))
         lengths = mask.sum(1).float()
         self.log("generated_tokens", lengths.sum().item(), reduce="sum")
         self.log("response_length", lengths.mean().item())
         out = {k: v for k, v in batch.items() if not isinstance(v, torch.Tensor)}
         out.update(prompt=prompt, prompt_mask=prompt_mask,
-                   response=gen["tokens"][:, p:].cpu(), response_mask=mask.cpu(),
-                   logprobs=(lp * mask.to(lp.device)).cpu())
+                   response=gen["tokens"][:, p:].cpu(), response_mask=mask.cpu())
+        if self.typed_args.behaviour_logprobs:
+            out["logprobs"] = self._behaviour_logprobs(gen, p)
         return out
+
+    def _behaviour_logprobs(self, gen: dict, prompt_len: int) -> torch.Tensor:
+        """The sampled tokens' log-probs under these weights at the sampling temperature."""
+        temperature = logprob_temperature(self.generation_temperature)
+        with torch.no_grad():
+            lp = in_chunks(
+                lambda t, m: response_logprobs(self.model, t, m, prompt_len, temperature),
+                self.typed_args.forward_batch_size, gen["tokens"].to(self.device),
+                gen["attention_mask"].to(self.device))
+        return (lp * gen["response_mask"].to(lp.device)).cpu()
 
     @outputs("baseline_response", "baseline_response_mask")
     def greedy_step(self, batch: dict, iteration: int = 0) -> dict:
