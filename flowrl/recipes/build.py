@@ -71,7 +71,8 @@ def _agent_policy(cfg: TrainConfig) -> BaseModule:
     a = cfg.agent
     return AgentPolicy("policy", environment=a.environment, tools=a.tools or (),
                        parser=a.parser, parser_options=a.parser_options,
-                       tool_timeout_s=a.tool_timeout_s, reward=cfg.reward,
+                       tool_timeout_s=a.tool_timeout_s, call_reward=a.call_reward,
+                       reward=cfg.reward,
                        base_dir=str(cfg.base_dir))
 
 

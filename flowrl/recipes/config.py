@@ -100,6 +100,8 @@ class AgentSection(BaseModel):
                                                   "environment tokens)")
     timeout_s: float = Field(10.0, gt=0, description="deadline of one environment step")
     tool_timeout_s: float = Field(5.0, gt=0, description="deadline of one tool call")
+    call_reward: float = Field(0.0, description="tools: per-turn reward of an episode's first "
+                                                "successful tool call (shaping)")
     num_workers: int = Field(8, ge=1, description="environment steps running at once")
     planned_env_step_s: float = Field(0.0, ge=0, description="one step's time, for planning")
 
@@ -215,6 +217,9 @@ class TrainConfig(FlowRLConfig):
         if self.agent.tools and self.reward is None:
             raise ValueError("agent.tools: give reward: {function: file.py:fn} to score the "
                              "final answer")
+        if self.agent.environment and self.agent.call_reward:
+            raise ValueError("agent.call_reward: shapes the tools' environment; an "
+                             "agent.environment gives its own rewards")
         if self.agent.environment and self.reward is not None:
             raise ValueError("reward: agent.environment gives the rewards; remove reward:")
 
@@ -320,7 +325,7 @@ def load_train_config(config: str | Path | dict | TrainConfig,
     agent = None if raw.get("agent") is None else \
         validate_section(AgentSection, raw["agent"], "agent")
     generated = model_sections(p.family, kl_coef, model, agent is not None)
-    if agent is not None:
+    if agent is not None and "policy" in generated:  # else the validation names the misfit
         _agent_args(raw, agent)
         generated["policy"]["args"] = agent.policy_args()
     raw["models"] = _user_models(raw, generated, algo["name"], source)

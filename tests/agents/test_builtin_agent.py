@@ -167,3 +167,37 @@ def test_agent_policy_errors_name_the_setting(tmp_path):
     (tmp_path / "envs.py").write_text(ENVS)
     with pytest.raises(ConfigError, match=r"agent.environment: .*envs.py has no 'make_envv'"):
         load_object("envs.py:make_envv", tmp_path, "agent.environment")
+
+
+def test_scored_tool_environment_fills_arguments_scores_answers_and_shapes_calls():
+    from flowrl.agents import MarkerToolCallParser
+    from flowrl.models.builtin.agent_policy import ScoredToolEnvironment, tool_from
+
+    def calculator(expression: str) -> str:
+        if not expression[0].isdigit():
+            raise ValueError("bad")
+        a, b = expression.split("-")
+        return str(int(a) - int(b))
+
+    def score(prompts, completions, answer):
+        assert prompts == ["47-39="]
+        return [float(completions[0].strip() == answer[0])]
+
+    def broken(prompts, completions, **columns):
+        raise RuntimeError("no")
+
+    def env(fn):
+        e = ScoredToolEnvironment([tool_from(calculator, "agent.tools[0]")],
+                                  MarkerToolCallParser("calculator", "expression"), 2.0, fn,
+                                  "tools.py:score", -1.0, call_reward=0.1)
+        e.reset({"prompt_text": "47-39=", "expression": "47-39", "answer": "8"})
+        return e
+
+    e = env(score)
+    bad = e.step("x!")  # the tool raises: an error observation, no shaping reward
+    assert bad.reward == 0 and bad.info["tool_errors"] == 1 and not bad.done
+    first = e.step("!")  # the empty argument is the row's expression column
+    assert (first.observation, first.reward, first.done) == ("8", 0.1, False)
+    assert e.step("!").reward == 0  # only the first successful call is rewarded
+    assert (e.step("8").reward, e.step("7").reward) == (1.0, 0.0)
+    assert env(broken).step("8").reward == -1.0  # a failing reward call: error_score

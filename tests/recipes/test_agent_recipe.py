@@ -91,6 +91,8 @@ def test_ppo_with_an_environment_plans_without_a_reward(tmp_path):
     (lambda c: c["models"]["policy"]["args"].update(max_turns=2),
      "models.policy.args.max_turns: with an agent: section, set agent.max_turns"),
     (lambda c: c["algorithm"].update(name="remax"), "agent: remax cannot roll out"),
+    (lambda c: (c["algorithm"].update(name="sft"), c.pop("reward"), c.pop("models"),
+                c["data"].update(kind="sft")), "agent: sft cannot roll out"),
 ])
 def test_agent_config_errors_name_the_field(tmp_path, change, message):
     cfg = config(tmp_path, str(tmp_path / "m"))
@@ -120,9 +122,10 @@ def test_a_function_becomes_a_tool_with_a_schema_from_its_signature():
         tool_from(3, "agent.tools[0]")
 
 
-@pytest.mark.parametrize("agent", [{}, {"environment": "envs.py:make_env"}])
-def test_grpo_trains_on_agent_episodes(tmp_path, tiny_model, agent):
-    engine, _ = build(config(tmp_path, str(tiny_model), **agent))
+@pytest.mark.parametrize("name,agent", [("grpo", {}), ("grpo", {"environment": "envs.py:make_env"}),
+                                        ("ppo", {"environment": "envs.py:make_env"})])
+def test_recipes_train_on_agent_episodes(tmp_path, tiny_model, name, agent):
+    engine, _ = build(config(tmp_path, str(tiny_model), name, **agent))
     try:
         history = engine.learn()
     finally:
@@ -136,3 +139,22 @@ def test_grpo_trains_on_agent_episodes(tmp_path, tiny_model, agent):
         first = history[0]
         assert first["policy/agent/tool_errors"] == 0
         assert {"policy/agent/tool_call_rate", "policy/agent/tool_calls"} <= set(first)
+
+
+def test_call_reward_shapes_tools_only(tmp_path):
+    cfg = config(tmp_path, str(tmp_path / "m"), environment="envs.py:make_env",
+                 call_reward=0.1)
+    with pytest.raises(ConfigError, match="agent.call_reward: shapes the tools' environment"):
+        load_train_config(cfg)
+    policy = plan(config(tmp_path, str(tmp_path / "m"), call_reward=0.1)).modules["policy"]
+    assert policy.call_reward == 0.1
+
+
+def test_explain_the_agent_hf_example(capsys):
+    from flowrl import cli
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "agent_hf.yaml"
+    assert cli.main(["explain", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "policy.forward_step" in out and "advantage.forward_step" in out
+    assert "reward" not in out  # the calculator environment scores the final answer

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from flowrl.agents.env import Environment, ToolEnvironment
+from flowrl.agents.env import Environment, StepResult, ToolEnvironment
 from flowrl.agents.hf import HFAgent
 from flowrl.agents.parsers import make_parser
 from flowrl.agents.tools import Tool
@@ -94,12 +94,25 @@ class ScoredToolEnvironment(ToolEnvironment):
     """Tool use whose final answer is scored by a reward function (``reward:``), called with
     the episode's prompt text and dataset columns. An argument left empty in a call is taken
     from the dataset column of the same name (a tiny policy may call ``calculator`` on "the
-    problem on the screen"). A failing reward call scores ``error_score``."""
+    problem on the screen"). A failing reward call scores ``error_score``. ``call_reward``
+    is a per-turn reward for the episode's first successful tool call (reward shaping: a
+    policy from random init rarely finds the tool without it)."""
 
     def __init__(self, tools: list[Tool], parser: Any, tool_timeout_s: float,
-                 score: Callable[..., Any], score_name: str, error_score: float) -> None:
+                 score: Callable[..., Any], score_name: str, error_score: float,
+                 call_reward: float = 0.0) -> None:
         super().__init__(tools, parser, tool_timeout_s)
         self.score, self.score_name, self.error_score = score, score_name, error_score
+        self.call_reward, self.rewarded_call = call_reward, False
+
+    def step(self, action: str) -> StepResult:
+        res = super().step(action)
+        info = res.info
+        if info.get("tool_calls") and not (info.get("tool_errors") or info.get("tool_timeouts")
+                                           or self.rewarded_call):
+            self.rewarded_call = True
+            res.reward += self.call_reward
+        return res
 
     def prepare_arguments(self, tool: str, arguments: dict) -> dict:
         filled = {k: self.sample[k] for k, v in arguments.items()
@@ -123,7 +136,8 @@ class AgentPolicy(HFAgent):
     def __init__(self, name: str, *, environment: str | None = None,
                  tools: Sequence[str] = (), parser: str = "json",
                  parser_options: dict[str, Any] | None = None, tool_timeout_s: float = 5.0,
-                 reward: RewardConfig | None = None, base_dir: str | Path | None = None) -> None:
+                 call_reward: float = 0.0, reward: RewardConfig | None = None,
+                 base_dir: str | Path | None = None) -> None:
         super().__init__(name)
         if (environment is None) == (not tools):
             raise ConfigError(f"models.{name}: give exactly one of agent.environment or "
@@ -133,7 +147,8 @@ class AgentPolicy(HFAgent):
                               "file.py:fn} to score it")
         self.environment, self.tools = environment, tuple(tools)
         self.parser_name, self.parser_options = parser, dict(parser_options or {})
-        self.tool_timeout_s, self.reward, self.base_dir = tool_timeout_s, reward, base_dir
+        self.tool_timeout_s, self.call_reward = tool_timeout_s, call_reward
+        self.reward, self.base_dir = reward, base_dir
         self._make_env: Callable[[dict], Environment] | None = None
         self._tools: list[Tool] = []
         self._score: Callable[..., Any] | None = None
@@ -166,4 +181,4 @@ class AgentPolicy(HFAgent):
         return ScoredToolEnvironment(self._tools, make_parser(self.parser_name,
                                                               **self.parser_options),
                                      self.tool_timeout_s, self._score, self.reward.function,
-                                     self.reward.error_score)
+                                     self.reward.error_score, self.call_reward)
