@@ -334,4 +334,25 @@ def load_train_config(config: str | Path | dict | TrainConfig,
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, TrainConfig, source, raw)) from None
     cfg.source = source
+    _behaviour_logprobs(cfg)
     return cfg
+
+
+#: Families whose policy trainer is the built-in Actor (the only reader of ``logprobs``).
+_ACTOR_FAMILIES = ("grpo", "ppo", "remax")
+
+
+def _behaviour_logprobs(cfg: TrainConfig) -> None:
+    """Skip the rollout's scoring forward (``models.policy.args.behaviour_logprobs: false``)
+    when nothing needs it: each rollout is trained once, in one optimizer step, by the
+    weights that generated it (so the Actor's own detached log-probs are the behaviour ones,
+    as in TRL) and no KL-in-reward reads them. A value the user wrote stays."""
+    policy = cfg.models.get("policy")
+    a, kl = cfg.runtime_args, cfg.algorithm.kl
+    if (policy is None or cfg.agent is not None or cfg.preset.family not in _ACTOR_FAMILIES
+            or "behaviour_logprobs" in policy.args):
+        return
+    one_step = (a.num_training_epoch == 1 and a.max_staleness == 0
+                and a.train_global_batch_size == a.sample_per_episode)
+    if one_step and not (kl.placement == "reward" and kl.coef > 0):
+        policy.args["behaviour_logprobs"] = False
