@@ -7,13 +7,19 @@ devices.
     python benchmarks/cost_model_check.py [--rounds 5] [--out runs/cost_model_check]
                                           [--placements NAME ...] [--d-model 64 --layers 2]
 
-1. Calibrate the ``local`` device: one virtual device is one CPU core (torch runs with one
-   thread in every process), its FLOP/s the best of a 1024^3 fp32 matmul, its efficiency
-   that of the tiny model's own MLP matmul shape, its memory bandwidth a 256 MB copy (also
-   used for "host" offload and device-to-device links: on a CPU they are memory copies).
+1. Calibrate the ``local`` device, before and after the rounds (the machine's load changes
+   while they run; predictions use the mean): one virtual device is one CPU core (torch
+   runs with one thread in every process) at the tiny model's own MLP matmul rate (the
+   1024^3 matmul is reported beside it); its memory bandwidth a 256 MB copy (also used for
+   "host" offload and device-to-device links: on a CPU they are memory copies); the cores'
+   worth of throughput concurrent single-thread processes get (``host_cores``: the virtual
+   devices share it where their ops overlap in the timeline); and, for Ray placements, the
+   median round trip of an actor call carrying a generation batch (``call_overhead_us``:
+   every op pays it once per worker it is sent to).
 2. Compile the tiny PPO flows (``examples/tiny_ppo_models.py``; parameter counts from
-   constructing the models) for each placement: its estimated iteration time is the
-   prediction.
+   constructing the models) for each placement with the modules' declared parallelism (the
+   tiny modules shard nothing, so ``search`` plans data parallelism only): its estimated
+   iteration time is the prediction.
 3. Run every placement on its runtime (local: one process, ops one after another; ray: one
    actor per worker group, so disjoint devices really run at once): one warm-up episode,
    then ``--rounds`` timed episodes, round-robin over the placements so background load hits
@@ -70,8 +76,44 @@ def _best(fn, repeat: int = 7) -> float:
     return out
 
 
+#: One timing process of :func:`parallel_cores`: model-shaped matmuls done in a window.
+_MATMULS = """
+import sys, time, torch
+d, tokens, seconds, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+torch.set_num_threads(1)
+x, w = torch.randn(tokens, d), torch.randn(d, 4 * d)
+while time.time() < start:
+    time.sleep(0.001)
+n, end = 0, start + seconds
+while time.time() < end:
+    x @ w
+    n += 1
+print(n)
+"""
+
+
+def parallel_cores(d_model: int, tokens: int, seconds: float = 1.5) -> float:
+    """Cores' worth of throughput concurrent single-thread processes get now: the matmuls
+    ``C`` processes (``C``: the CPUs this process may use) complete in one window over those
+    one process completes alone. Below ``C`` when other jobs load the machine."""
+    import subprocess
+
+    from flowrl.ir.cluster import host_cpu_count
+
+    cores = host_cpu_count()
+    counts = {}
+    for k in (1, cores):
+        start = time.time() + 3.0  # every process has imported torch by then
+        procs = [subprocess.Popen([sys.executable, "-c", _MATMULS, str(d_model), str(tokens),
+                                   str(seconds), str(start)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(k)]
+        counts[k] = sum(int(p.communicate()[0].strip() or 0) for p in procs)
+    return min(float(cores), counts[cores] / max(1, counts[1]))
+
+
 def calibrate(d_model: int, tokens: int) -> dict[str, float]:
-    """Single-thread FLOP/s (peak and at the model's MLP shape) and memory bandwidth."""
+    """Single-thread FLOP/s (peak and at the model's MLP shape), memory bandwidth and the
+    cores' worth of throughput concurrent processes get (:func:`parallel_cores`)."""
     torch.manual_seed(0)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     peak = 2 * 1024 ** 3 / _best(lambda: a @ b)
@@ -81,23 +123,49 @@ def calibrate(d_model: int, tokens: int) -> dict[str, float]:
     dst = torch.empty_like(src)
     bw = 2 * src.numel() * 4 / _best(lambda: dst.copy_(src))
     return {"peak_gflops": peak / 1e9, "model_shape_gflops": shaped / 1e9,
-            "bandwidth_gbps": bw / 1e9}
+            "bandwidth_gbps": bw / 1e9, "parallel_cores": parallel_cores(d_model, tokens)}
 
 
-def local_cluster(n: int, cal: dict[str, float], memory_gb: float | None = None) -> ClusterSpec:
-    """``local:n`` with this machine's measured speeds: one core per virtual device, or a
-    share of the cores when there are more devices than cores (6 devices on 2 cores run at
-    a third of a core each; the model must not promise six cores' worth)."""
-    share = min(1.0, (os.cpu_count() or 1) / n)
-    bw = cal["bandwidth_gbps"] * share
+def ray_call_overhead_us(calls: int = 40) -> float:
+    """Median microseconds of one Ray actor call round trip carrying a generation batch's
+    worth of tensors (32 x 24 ids, mask and log-probs) with two returns, as the Ray
+    runtime's ``execute`` calls do: the per-call dispatch cost on this machine now."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def execute(self, batch):
+            return batch, {"n": len(batch)}
+
+    actor = Echo.remote()
+    batch = {"ids": torch.zeros(32, 24, dtype=torch.long), "mask": torch.ones(32, 24),
+             "logprobs": torch.zeros(32, 16)}
+    times = []
+    for i in range(calls + 5):
+        t0 = time.perf_counter()
+        ray.get(list(actor.execute.options(num_returns=2).remote(batch)))
+        if i >= 5:  # warm-up calls
+            times.append(time.perf_counter() - t0)
+    ray.kill(actor)
+    return statistics.median(times) * 1e6
+
+
+def local_cluster(n: int, cal: dict[str, float], runtime: str = "local",
+                  memory_gb: float | None = None) -> ClusterSpec:
+    """``local:n`` with this machine's measured speeds: one core per virtual device at the
+    model-shaped matmul rate, the virtual devices sharing ``parallel_cores`` cores'
+    throughput where their ops overlap (the timeline slows them), and ``runtime``'s per-call
+    dispatch cost (Ray: measured by :func:`ray_call_overhead_us`; local: the library's)."""
+    rate = max(cal["peak_gflops"], cal["model_shape_gflops"])
+    bw = cal["bandwidth_gbps"]
     mem = memory_gb if memory_gb is not None else _system_ram_bytes() / 1e9 / n
     return ClusterSpec(name=f"local:{n} (calibrated)", num_nodes=1, devices_per_node=n,
-                       device_type="cpu-core", device_memory_gb=mem,
-                       device_tflops=cal["peak_gflops"] * share / 1e3,
-                       flops_efficiency=min(1.0, cal["model_shape_gflops"] / cal["peak_gflops"]),
+                       device_type="cpu-core", device_memory_gb=mem, device_tflops=rate / 1e3,
+                       flops_efficiency=cal["model_shape_gflops"] / rate,
                        memory_bandwidth_gbps=bw, intra_node_bandwidth_gbps=bw,
                        inter_node_bandwidth_gbps=bw, host_bandwidth_gbps=bw,
-                       memory_utilization=1.0)
+                       memory_utilization=1.0, host_cores=cal["parallel_cores"],
+                       runtime=runtime, call_overhead_us=cal.get(f"{runtime}_call_us"))
 
 
 # ---- the tiny PPO --------------------------------------------------------------------------
@@ -188,14 +256,28 @@ def _models(cfg: dict[str, Any], placement: Placement) -> dict[str, ModelConfig]
     return out
 
 
-def compile_for(engine, cfg: dict[str, Any], p: Placement, cal: dict[str, float]) -> Schedule:
+def capabilities(engine) -> dict[str, dict[str, bool]]:
+    """The parallel dimensions each module class runs, as the engine passes them."""
+    return {n: dict(getattr(type(m), "parallelism", {})) for n, m in engine.modules.items()}
+
+
+def compile_for(engine, cfg: dict[str, Any], p: Placement, cal: dict[str, float],
+                fixed: dict[str, Any] | None = None) -> Schedule:
+    """The placement's schedule; ``fixed``: the meshes of an earlier compile to keep (the
+    re-prediction with the whole run's calibration must time the plan that ran)."""
     models = _models(cfg, p)
+    strategy = p.strategy
+    if fixed is not None and p.strategy == "search":
+        strategy = "manual"
+        models = {m: c.model_copy(update={"devices": list(fixed[m].devices)})
+                  for m, c in models.items()}
     args = engine.config.runtime_args
 
     def build(memory_gb=None) -> Schedule:
         return compile_schedule(engine.graphs, models, engine.sync_pairs,
-                                local_cluster(p.devices, cal, memory_gb), p.strategy,
-                                runtime_args=args, seed=args.seed)
+                                local_cluster(p.devices, cal, p.runtime, memory_gb), strategy,
+                                runtime_args=args, seed=args.seed,
+                                capabilities=capabilities(engine))
 
     s = build()
     if not p.offload:
@@ -222,9 +304,11 @@ class Run:
     guided_own: float = math.nan
     guided_first: float = math.nan
 
+    final: Schedule | None = None  # the same plan with the whole run's calibration
+
     @property
     def predicted(self) -> float:
-        return episode_seconds(self.schedule)
+        return episode_seconds(self.final or self.schedule)
 
     @property
     def measured(self) -> float:
@@ -304,18 +388,28 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [p for p in PLACEMENTS if not a.placements or p.name in a.placements]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cal = calibrate(a.d_model, 32 * 24)
-    con.print(f"calibration (1 thread): matmul 1024^3 {cal['peak_gflops']:.1f} GFLOP/s, "
-              f"model-shaped [{32 * 24}x{a.d_model}]x[{a.d_model}x{4 * a.d_model}] "
-              f"{cal['model_shape_gflops']:.1f} GFLOP/s, copy {cal['bandwidth_gbps']:.1f} GB/s",
-              highlight=False)
-    if any(p.runtime == "ray" for p in chosen):
+    uses_ray = any(p.runtime == "ray" for p in chosen)
+    if uses_ray:
         import ray
 
         if not ray.is_initialized():
             ray.init(address="local", num_cpus=2, include_dashboard=False,
                      resources={"flowrl_device": 2 * sum(p.devices for p in chosen)},
                      log_to_driver=False)
+
+    def measure(when: str) -> dict[str, float]:
+        c = calibrate(a.d_model, 32 * 24)
+        if uses_ray:
+            c["ray_call_us"] = ray_call_overhead_us()
+        con.print(f"calibration ({when}, 1 thread): matmul 1024^3 {c['peak_gflops']:.1f} "
+                  f"GFLOP/s, model-shaped [{32 * 24}x{a.d_model}]x[{a.d_model}x"
+                  f"{4 * a.d_model}] {c['model_shape_gflops']:.1f} GFLOP/s, copy "
+                  f"{c['bandwidth_gbps']:.1f} GB/s, {c['parallel_cores']:.2f} cores' worth "
+                  f"in parallel, Ray call {c.get('ray_call_us', math.nan) / 1e3:.2f} ms, "
+                  f"load average {os.getloadavg()[0]:.1f}", highlight=False)
+        return c
+
+    cal = measure("start")
     runs: list[Run] = []
     t_all = time.perf_counter()
     try:
@@ -336,6 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             run.engine.shutdown()
     elapsed = time.perf_counter() - t_all
+    # Predictions with the mean of the calibrations before and after the rounds (the load
+    # changes while they run), for the plans that ran.
+    start_cal, end_cal = cal, measure("end")
+    cal = {k: (cal[k] + end_cal[k]) / 2 for k in cal}
+    for run in runs:
+        cfg = tiny_config(a.d_model, a.layers, runtime=run.placement.runtime)
+        cfg["runtime_args"]["max_staleness"] = run.placement.staleness
+        run.final = compile_for(run.engine, cfg, run.placement, cal, run.schedule.placement)
 
     # Profile-guided: each run's own profile, and the first run's profile for every placement.
     first = load_profile(runs[0].out_dir)
@@ -343,11 +445,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = tiny_config(a.d_model, a.layers)
         models = _models(cfg, run.placement)
         args = run.engine.config.runtime_args
+        caps = capabilities(run.engine)
         own = profile_guided(run.schedule, models, load_profile(run.out_dir),
-                             runtime_args=args, seed=args.seed)
+                             runtime_args=args, seed=args.seed, capabilities=caps)
         run.guided_own = episode_seconds(own.guided)
         from_first = profile_guided(run.schedule, models, first, runtime_args=args,
-                                    seed=args.seed)
+                                    seed=args.seed, capabilities=caps)
         run.guided_first = episode_seconds(from_first.guided)
 
     t = Table(title=f"tiny PPO (d_model {a.d_model}, {a.layers} layers), "
@@ -382,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
               highlight=False)
 
     machine = {"platform": platform.platform(), "processor": platform.processor(),
-               "torch": torch.__version__, "threads_per_device": 1, **cal}
+               "torch": torch.__version__, "threads_per_device": 1, **cal,
+               "calibrations": {"start": start_cal, "end": end_cal}}
     (out / "calibration.json").write_text(json.dumps(machine, indent=2))
     path = out / "cost_model_check.csv"
     with open(path, "w", newline="") as f:

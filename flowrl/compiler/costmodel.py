@@ -35,6 +35,11 @@ a model another layout than its config), ``F`` achieved FLOP/s per device (peak 
 * sync (trainer -> inference model): on the same devices with the same sharding a device copy
   (``2 * shard / BW``); otherwise each destination device receives its shard over the link
   (NVLink-class inside a node, network across nodes).
+* dispatch (:func:`dispatch_time`): the runtime's per-call cost of sending one call to one
+  worker and collecting its result (``ClusterSpec.call_overhead``: ~0 in process, 0.7 ms on
+  Ray), paid once per worker the op is sent to: a call and an offload/onload go to each of
+  the model's ``dp`` replicas; a sync is :data:`SYNC_DISPATCHES` driver requests plus one
+  import per destination replica.
 """
 
 from __future__ import annotations
@@ -47,6 +52,17 @@ from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
 
 CallKind = Literal["generate", "forward", "train"]
+
+#: Driver requests of one sync besides the destination replicas' imports (the Ray runtime's
+#: weight sync, flowrl/runtime/ray_executor.py: the source's and the destination's
+#: parameter signatures, the bucket plan, one export per bucket: one bucket up to 64 MB).
+SYNC_DISPATCHES = 4
+
+
+def dispatch_time(cluster: ClusterSpec, workers: int) -> float:
+    """Seconds the runtime spends sending one op to ``workers`` workers and collecting their
+    results (the driver dispatches them one after another)."""
+    return cluster.call_overhead * max(1, workers)
 
 
 def call_kind(call: CallNode, role: str, res: ModelResources) -> CallKind:

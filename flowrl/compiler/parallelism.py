@@ -9,7 +9,10 @@ The search space of :mod:`flowrl.compiler.placement.search` per model:
 * data-parallel replicas ``dp``: what the block leaves, ``n / (tp * pp)``.
 
 A model whose config pins its devices (``num_devices``, ``data_parallel_size`` or
-``devices``) keeps its config's tp and pp. A generator (the policy a trainer syncs into)
+``devices``) keeps its config's tp and pp, and so does a dimension the model's module cannot
+run: the engine passes each module class's declared ``parallelism`` (``BaseModule``: none;
+``MegatronModule``: tp and pp; ``VLLMModule``: tp) and :attr:`ModelResources.parallelism`
+holds the dimensions the planner may choose (all when compiling from configs alone). A generator (the policy a trainer syncs into)
 picks its layout independently of its trainer: e.g. TP2 x DP4 generating while the trainer
 runs TP8. The sync then reshards the weights; :func:`reshards` lists those syncs with the
 cost model's time for them.
@@ -50,19 +53,25 @@ def _powers_of_two(limit: int) -> list[int]:
 def layout_options(res: ModelResources, num_devices: int, cluster: ClusterSpec) -> list[Layout]:
     """(tp, pp) pairs ``res`` may take on a block of ``num_devices`` (see module docstring);
     a pinned model, or one too small to shard (fewer layers than stages, under 1 M
-    parameters), has only its config's."""
+    parameters), has only its config's. A dimension its module cannot run
+    (``res.parallelism``) stays at the config's size."""
     config = (res.tp, res.pp)
-    if res.pinned_devices is not None or res.manual_devices is not None:
+    if res.pinned_devices is not None or res.manual_devices is not None or \
+            not res.parallelism:
         return [config] if num_devices % res.mp == 0 else []
     if res.num_params < 1_000_000:  # a rule reward or a toy: sharding only adds traffic
-        return [(1, 1)]
+        return [config] if res.parallelism != {"tp", "pp"} and num_devices % res.mp == 0 \
+            else [(1, 1)]
     node = min(cluster.devices_per_node, num_devices)
+    free_tp = "tp" in res.parallelism
     out = []
-    for tp in _powers_of_two(node):
+    for tp in _powers_of_two(node) if free_tp else [res.tp]:
         if num_devices % tp:
             continue
-        for pp in _powers_of_two(num_devices // tp):
-            if (pp > 1 and tp < node) or pp > res.num_layers or num_devices % (tp * pp):
+        for pp in _powers_of_two(num_devices // tp) if "pp" in res.parallelism else [res.pp]:
+            # pipeline stages only once tensor parallelism fills the node (when tp is free)
+            if (pp > 1 and tp < node and free_tp) or pp > res.num_layers or \
+                    num_devices % (tp * pp):
                 continue
             out.append((tp, pp))
     return out
@@ -131,6 +140,16 @@ def _describe(mesh: Mesh) -> str:
     return f"TP{mesh.tp}{pp}xDP{mesh.dp}"
 
 
+def model_roles(workload: "Workload") -> dict[str, str]:
+    """model -> ``generate`` (samples), ``score`` (a rollout forward) or ``train``."""
+    out = {}
+    for m, calls in workload.items():
+        kinds = {k for k, _ in calls}
+        out[m] = "generate" if "generate" in kinds else "score" if "forward" in kinds else \
+            "train"
+    return out
+
+
 def model_layouts(resources: dict[str, ModelResources], meshes: dict[str, Mesh],
                   roles: dict[str, str]) -> tuple[ModelLayout, ...]:
     """Each placed model's :class:`ModelLayout` (``from_config``: tp and pp as configured)."""
@@ -173,7 +192,6 @@ def plan_layout(placed: "Placed", graphs: dict[str, FlowGraph],
                 args: RuntimeArgs) -> PlanLayout:
     """The :class:`PlanLayout` the placement pass records for a strategy's answer."""
     from flowrl.compiler.pipelining import flow_devices
-    from flowrl.compiler.placement.hybrid import model_roles
 
     meshes = placed.meshes
     rollout = flow_devices(graphs.get("rollout"), meshes)

@@ -65,7 +65,7 @@ def _decoupled(ctx: PlanContext) -> dict[str, Any]:
 
 
 def _resources(ctx: PlanContext) -> dict[str, Any]:
-    resources = model_resources(ctx.models, ctx.graphs, ctx.sync)
+    resources = model_resources(ctx.models, ctx.graphs, ctx.sync, ctx.capabilities)
     return {"resources": resources, "units": colocation_units(resources, ctx.colocation),
             "workload": workload(ctx.graphs, ctx.args, resources)}
 
@@ -225,7 +225,8 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
                      methods: dict[str, frozenset[str]] | None = None, seed: int = 0, *,
                      runtime_args: RuntimeArgs | None = None,
                      colocation: list[list[str]] | None = None,
-                     op_costs: OpCosts | None = None) -> Schedule:
+                     op_costs: OpCosts | None = None,
+                     capabilities: dict[str, dict[str, bool]] | None = None) -> Schedule:
     """Compile traced flows onto a cluster.
 
     Args:
@@ -244,6 +245,10 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
         op_costs: ``(role, op, analytic seconds) -> seconds`` replacing the cost model's op
             durations (profile-guided costs, see :mod:`flowrl.compiler.profile`); placement
             search scores candidates with it too.
+        capabilities: per model, the parallel dimensions its module class runs
+            (``{"tp": bool, "pp": bool}``, :attr:`flowrl.models.base.BaseModule.parallelism`);
+            the planner chooses only those (a model missing: its config's tp/pp); None:
+            every dimension (planning from configs alone).
 
     Raises:
         CompileError: invalid flow/config/cluster (names the model and field).
@@ -252,5 +257,6 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
     args = runtime_args if runtime_args is not None else default_runtime_args()
     ctx = PlanContext(graphs=graphs, models=models, sync=list(sync),
                       cluster=parse_cluster(cluster), args=args, strategy=strategy,
-                      methods=methods, seed=seed, colocation=colocation, op_costs=op_costs)
+                      methods=methods, seed=seed, colocation=colocation, op_costs=op_costs,
+                      capabilities=capabilities)
     return run_passes(ctx, PASSES).schedule

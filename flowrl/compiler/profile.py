@@ -233,9 +233,11 @@ def sync_pairs(schedule: Schedule) -> list[tuple[str, str]]:
 
 def profile_guided(analytic: Schedule, models: dict[str, ModelConfig], profile: Profile, *,
                    runtime_args: RuntimeArgs, seed: int = 0,
-                   colocation: list[list[str]] | None = None) -> ProfileResult:
+                   colocation: list[list[str]] | None = None,
+                   capabilities: dict[str, dict[str, bool]] | None = None) -> ProfileResult:
     """Recompile ``analytic`` (same graphs, cluster and strategy) with the profile's measured
-    op costs. ``models``: the config sections the analytic schedule was compiled from."""
+    op costs. ``models``: the config sections the analytic schedule was compiled from;
+    ``capabilities``: as it was compiled with (see ``compile_schedule``)."""
     from flowrl.compiler.pipeline import compile_schedule
 
     if not isinstance(analytic.estimates, Estimates) or analytic.cluster is None:
@@ -265,7 +267,7 @@ def profile_guided(analytic: Schedule, models: dict[str, ModelConfig], profile: 
     guided = compile_schedule(dict(analytic.graphs), {m: models[m] for m in used},
                               sync_pairs(analytic), analytic.cluster, analytic.strategy,
                               seed=seed, runtime_args=runtime_args, colocation=colocation,
-                              op_costs=costs)
+                              op_costs=costs, capabilities=capabilities)
     unmatched = sorted(k for k in profile.ops if k[0] in guided.ops and k not in costs.used
                        and _op_kind(k[1]) not in TRANSFERS)
     if unmatched:

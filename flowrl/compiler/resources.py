@@ -59,6 +59,10 @@ class ModelResources:
     #: no weights (a rule reward): no device state, calls cost host time per sample
     weightless: bool = False
     cpu_seconds_per_sample: float = 0.0
+    #: parallel dimensions the planner may choose for this model ("tp", "pp"): what its
+    #: module class declares it runs (``BaseModule.parallelism``); the others stay at the
+    #: config's size. Data parallelism is always free.
+    parallelism: frozenset[str] = frozenset({"tp", "pp"})
 
     @property
     def mp(self) -> int:
@@ -153,9 +157,23 @@ def _size(name: str, cfg: ModelConfig) -> tuple[int, int, int, int]:
     return p, layers, hidden, vocab
 
 
+def free_dims(name: str, capabilities: dict[str, dict[str, bool]] | None) -> frozenset[str]:
+    """The parallel dimensions the planner may choose for model ``name``: those its module
+    declares (``capabilities[name]``, e.g. ``{"tp": True, "pp": False}``); none for a model
+    missing from ``capabilities`` (its config's tp/pp only); all when ``capabilities`` is
+    None (planning from configs alone, no modules: the plan then notes what to set)."""
+    if capabilities is None:
+        return frozenset({"tp", "pp"})
+    return frozenset(d for d, ok in capabilities.get(name, {}).items()
+                     if ok and d in ("tp", "pp"))
+
+
 def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph],
-                    sync: list[tuple[str, str]] = ()) -> dict[str, ModelResources]:
-    """Resources of every model any graph calls (validated configs assumed).
+                    sync: list[tuple[str, str]] = (),
+                    capabilities: dict[str, dict[str, bool]] | None = None,
+                    ) -> dict[str, ModelResources]:
+    """Resources of every model any graph calls (validated configs assumed); ``capabilities``:
+    see :func:`free_dims`.
 
     A model *generates* (its prompt-reading rollout/eval call samples responses) when it is a
     sync destination (the policy being trained) or its section sets
@@ -198,7 +216,8 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
             offload=cfg.offload, generates=generates,
             kv_fraction=kv_heads / heads if heads and kv_heads else 1.0,
             num_heads=heads, num_kv_heads=kv_heads if heads else None,
-            weightless=weightless, cpu_seconds_per_sample=cpu)
+            weightless=weightless, cpu_seconds_per_sample=cpu,
+            parallelism=free_dims(name, capabilities))
     return out
 
 

@@ -5,7 +5,10 @@ their transfers); the local executor runs them one by one. The estimate models a
 distributed runtime: an op starts when the ops whose outputs it reads have finished and
 every device it uses is free (ops on one device run in list order; ops on disjoint devices
 overlap, e.g. reference and value scoring on their own devices). Durations come from
-:mod:`flowrl.compiler.costmodel`.
+:mod:`flowrl.compiler.costmodel`, plus the runtime's dispatch cost per worker an op is sent
+to (``ClusterSpec.call_overhead``). Virtual devices that share fewer host cores
+(``local:N`` on a machine with fewer than ``N`` cores) slow each other where their ops
+overlap in time (:mod:`flowrl.compiler.core_sharing`).
 
 Iteration (episode) time: ``k`` rollout runs, ``m`` train runs and one sync, with ``k =
 sample_per_episode / generation_batch_size`` and ``m = num_training_epoch *
@@ -31,8 +34,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from flowrl.compiler.costmodel import (call_batch, call_kind, call_time, sync_time,
-                                       transfer_time)
+from flowrl.compiler.core_sharing import Job, shared_timeline
+from flowrl.compiler.costmodel import (SYNC_DISPATCHES, call_batch, call_kind, call_time,
+                                       dispatch_time, sync_time, transfer_time)
 from flowrl.compiler.memory import MemoryModel
 from flowrl.compiler.offload import OffloadPlan, entry_transfer_bytes
 from flowrl.compiler.pipelining import plan_pipeline
@@ -82,35 +86,74 @@ class Timeline(OpInterpreter):
 
 
 def timeline(ops: list[Op], durations: list[float], graph: FlowGraph | None,
-             free: dict[int, float] | None = None, offset: float = 0.0) -> float:
+             free: dict[int, float] | None = None, offset: float = 0.0,
+             cluster: ClusterSpec | None = None) -> float:
     """Set ``start``/``duration`` of ``ops`` (list scheduling); returns the end of the last op.
 
     ``free`` (device -> time it becomes free) is updated in place, so a following run can
-    continue from it; ``offset``: the earliest start.
+    continue from it; ``offset``: the earliest start. On a ``cluster`` whose devices share
+    host cores (``shares_cores``) ops that overlap slow each other
+    (:mod:`flowrl.compiler.core_sharing`).
     """
     free = {} if free is None else free
+    if cluster is not None and cluster.shares_cores:
+        return _shared_runs(ops, [durations], graph, cluster, free, offset)[0]
     return Timeline(durations, graph, free, offset).run("", ops[:len(durations)])
 
 
+def _shared_runs(ops: list[Op], durations: list[list[float]], graph: FlowGraph | None,
+                 cluster: ClusterSpec, free: dict[int, float], offset: float,
+                 ) -> tuple[float, list[list[tuple[float, float]]]]:
+    """Runs of ``ops`` (one per durations list, sharing device queues) on shared cores: the
+    end and per run each op's (start, duration); the ops keep the last run's times."""
+    jobs, index = [], {}
+    for r, durs in enumerate(durations):
+        for i, (op, work) in enumerate(zip(ops, durs)):
+            preds = ()
+            if op.kind == "call" and graph is not None:
+                preds = tuple(index[(r, p)] for p in graph.graph.predecessors(op.node)
+                              if (r, p) in index)
+                index[(r, op.node)] = len(jobs)
+            jobs.append(Job(tuple(op.devices), work, preds))
+    times = shared_timeline(jobs, cluster, free, offset)
+    per_run, k = [], 0
+    for durs in durations:
+        run = []
+        for op, (st, en) in zip(ops, times[k:k + len(durs)]):
+            op.start, op.duration = st, en - st
+            run.append((st, en - st))
+        per_run.append(run)
+        k += len(durs)
+    return max([offset] + [en for _, en in times]), per_run
+
+
 def role_runs(ops: list[Op], first: list[float], repeat: list[float], graph: FlowGraph | None,
-              runs: int, pipelined: bool) -> tuple[float, list[list[tuple[float, float]]]]:
+              runs: int, pipelined: bool, cluster: ClusterSpec | None = None,
+              ) -> tuple[float, list[list[tuple[float, float]]]]:
     """Time ``runs`` runs of a role: total seconds and, per run, each op's (start, duration).
 
     Pipelined runs share device queues; otherwise each run starts when the previous ended.
-    The ops are left holding the first run's times.
+    The ops are left holding the first run's times. ``cluster``: see :func:`timeline`.
     """
     free: dict[int, float] = {}
     per_run, end = [], 0.0
     if not pipelined and runs > 2:  # identical repeats: time two, extrapolate the rest
-        end, per_run = role_runs(ops, first, repeat, graph, 2, False)
+        end, per_run = role_runs(ops, first, repeat, graph, 2, False, cluster)
         step = end - max(a + b for a, b in per_run[0]) if per_run[0] else 0.0
         shifted = [[(a + step * k, b) for a, b in per_run[1]] for k in range(1, runs - 1)]
         return end + step * (runs - 2), per_run[:2] + shifted
+    if pipelined and runs > 1 and cluster is not None and cluster.shares_cores:
+        # one simulation: a run's ops slow down the next run's that overlap them
+        end, per_run = _shared_runs(ops, [first] + [repeat] * (runs - 1), graph, cluster,
+                                    free, 0.0)
+        for op, (st, du) in zip(ops, per_run[0]):
+            op.start, op.duration = st, du
+        return end, per_run
     for r in range(runs):
         if not pipelined:
             free = {}
         end = max(end, timeline(ops, first if r == 0 else repeat, graph, free,
-                                0.0 if pipelined else end))
+                                0.0 if pipelined else end, cluster))
         per_run.append([(op.start, op.duration) for op in ops])
     if runs > 1:  # leave the first run's times on the ops
         for op, (st, du) in zip(ops, per_run[0]):
@@ -135,14 +178,18 @@ def op_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
 def _analytic_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
                        resources: dict[str, ModelResources], placement: dict[str, Mesh],
                        cluster: ClusterSpec, args: RuntimeArgs, moved: int | None) -> float:
+    dp = placement[op.model].dp if op.model in placement else 1
     if op.kind == "call":
         kind = call_kind(graphs[role].call(op.node), role, resources[op.model])
-        return call_time(kind, resources[op.model], placement[op.model], args, cluster)
+        return call_time(kind, resources[op.model], placement[op.model], args, cluster) + \
+            dispatch_time(cluster, dp)
     if op.kind == "sync":
         return sync_time(resources[op.src], placement[op.src], resources[op.model],
-                         placement[op.model], cluster)
+                         placement[op.model], cluster) + \
+            dispatch_time(cluster, SYNC_DISPATCHES + dp)
     nbytes = op.bytes if moved is None else moved
-    return transfer_time(nbytes // max(1, len(op.devices)), cluster)
+    return transfer_time(nbytes // max(1, len(op.devices)), cluster) + \
+        (dispatch_time(cluster, dp) if nbytes else 0.0)
 
 
 def call_flops(kind: str, res: ModelResources, args: RuntimeArgs) -> float:
@@ -208,16 +255,17 @@ class _RoleTimes:
 
 def _time_role(role: str, ops: list[Op], mem: MemoryModel, plan: OffloadPlan, runs: int,
                durations: Callable[[Op, int | None], float], graph: FlowGraph | None,
-               ) -> _RoleTimes:
+               cluster: ClusterSpec | None = None) -> _RoleTimes:
     """Time ``runs`` runs of one role's (copied) ops in place."""
     durs = [durations(op, None) for op in ops]
     n_entry = plan.entry_ops.get(role, 0)
     # A repeat is entered from the role's own exit state: its entry ops move (mostly) nothing.
     moved = entry_transfer_bytes(plan, mem, role, plan.exit_state[role])
     rep_durs = [durations(op, b) for op, b in zip(ops[:n_entry], moved)] + durs[n_entry:]
-    timeline(ops, rep_durs, graph)
+    timeline(ops, rep_durs, graph, cluster=cluster)
     repeat_ops = [[op.start, op.duration] for op in ops]
-    total, _ = role_runs(ops, durs, rep_durs, graph, runs, mem.episode.pipelined(role))
+    total, _ = role_runs(ops, durs, rep_durs, graph, runs, mem.episode.pipelined(role),
+                         cluster)
     first = max((op.start + op.duration for op in ops), default=0.0)
     repeat = (total - first) / (runs - 1) if runs > 1 else \
         max((a + b for a, b in repeat_ops), default=0.0)
@@ -250,7 +298,7 @@ def schedule(mem: MemoryModel, plan: OffloadPlan, graphs: dict[str, FlowGraph],
                                op_costs)
 
         times[role] = _time_role(role, ops[role], mem, plan, reps.get(role, 1), durations,
-                                 graphs.get(role))
+                                 graphs.get(role), cluster)
     counted = [r for r in reps if r in times]
     offsets, t = {}, 0.0
     for role in mem.roles:

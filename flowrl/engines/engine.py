@@ -19,7 +19,7 @@ from flowrl.dsl.flow import Flow
 from flowrl.engines.callbacks import TrainingControl, as_callback, run_hook
 from flowrl.engines.evaluator import Evaluator  # noqa: F401 (also imported from here)
 from flowrl.errors import ConfigError, FlowRLError, FlowTypeError
-from flowrl.ir import FlowGraph, Schedule
+from flowrl.ir import FlowGraph, Schedule, parse_cluster
 from flowrl.models.base import BaseModule, flow_methods
 from flowrl.runtime.checkpoint import CheckpointManager
 from flowrl.runtime.data import PromptStream, check_dataset, check_prompts
@@ -239,11 +239,15 @@ class Engine:
         else:
             from flowrl.compiler import compile_schedule
 
+            # the cluster is estimated for the runtime that will run it (per-call costs)
+            spec = parse_cluster(cluster).model_copy(update={"runtime": self.config.runtime})
             self.schedule = compile_schedule(
                 self.graphs, {n: self.config.model(n) for n in self.modules}, self.sync_pairs,
-                cluster=cluster, strategy=strategy or "colocate",
+                cluster=spec, strategy=strategy or "colocate",
                 methods={n: flow_methods(type(m)) for n, m in self.modules.items()},
-                seed=self.config.runtime_args.seed, runtime_args=self.config.runtime_args)
+                seed=self.config.runtime_args.seed, runtime_args=self.config.runtime_args,
+                capabilities={n: dict(getattr(type(m), "parallelism", {}))
+                              for n, m in self.modules.items()})
             for c in self.graphs["train"].calls():  # the compiled mesh may pick another dp
                 mesh = (self.schedule.placement or {}).get(c.model) if c.is_train else None
                 dp = mesh.get("dp") if isinstance(mesh, dict) else getattr(mesh, "dp", None)

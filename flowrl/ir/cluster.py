@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowrl.errors import CompileError
 
 GB = 1e9
+
+#: Driver-side seconds (in microseconds) of one call dispatched to one worker and its result
+#: collected, per runtime, measured by ``benchmarks/runtime_overhead.py`` on an idle 2-core
+#: machine (benchmarks/RESULTS.md, "Runtime overhead"): Ray adds 29 ms per tiny-PPO episode
+#: over about 40 actor calls (round trip 0.73 ms); the in-process ``local`` runtime is
+#: within noise of a hand-written loop over the same modules (0.139 vs 0.140 s per episode),
+#: so its per-call cost is below what that measurement resolves and counted as 0.
+RUNTIME_CALL_OVERHEAD_US: dict[str, float] = {"local": 0.0, "ray": 700.0}
 
 
 class ClusterSpec(BaseModel):
@@ -51,6 +59,17 @@ class ClusterSpec(BaseModel):
     memory_utilization: float = Field(
         0.9, gt=0, le=1,
         description="usable fraction of device memory (the rest: CUDA context, fragmentation)")
+    runtime: Literal["local", "ray"] = Field(
+        "local", description="the runtime the plan is estimated for (an engine sets its "
+        "config's `runtime`); picks the per-call dispatch overhead")
+    call_overhead_us: float | None = Field(
+        None, ge=0, description="driver-side cost of dispatching one call to one worker and "
+        "collecting its result, microseconds (None: the runtime's measured figure, "
+        "RUNTIME_CALL_OVERHEAD_US)")
+    host_cores: float | None = Field(
+        None, gt=0, description="host CPU cores the devices' work runs on (virtual devices "
+        "of a `local` cluster); when more devices are busy at once than there are cores, each "
+        "runs at cores / busy of one core's speed. None: devices are independent (GPUs)")
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -82,6 +101,24 @@ class ClusterSpec(BaseModel):
             return 0
         return int(self.host_memory_gb * GB * self.host_memory_utilization)
 
+    @property
+    def call_overhead(self) -> float:
+        """Seconds of one call's dispatch to one worker (see ``call_overhead_us``)."""
+        us = self.call_overhead_us
+        return (RUNTIME_CALL_OVERHEAD_US[self.runtime] if us is None else us) * 1e-6
+
+    @property
+    def shares_cores(self) -> bool:
+        """Whether devices busy at once may slow each other (fewer host cores than devices)."""
+        return self.host_cores is not None and self.host_cores < self.num_devices
+
+    def speed(self, busy_devices: int) -> float:
+        """Fraction of its full speed each of ``busy_devices`` busy devices runs at:
+        ``min(1, host_cores / busy)`` on shared cores, else 1."""
+        if self.host_cores is None or busy_devices <= self.host_cores:
+            return 1.0
+        return self.host_cores / busy_devices
+
     def node_of(self, device: int) -> int:
         return device // self.devices_per_node
 
@@ -111,6 +148,8 @@ class ClusterSpec(BaseModel):
         (``memory_utilization`` 1.0: the planner may use all of it). Speeds are rough CPU
         figures (100 GFLOP/s, 20 GB/s); "host" transfers are memory copies, and as virtual
         devices and host share one RAM, host memory is not checked (``host_memory_gb`` None).
+        The devices share this machine's cores (``host_cores``: the CPUs this process may
+        run on), so more busy devices than cores slow each other in the timeline.
         """
         if memory_gb is None:
             memory_gb = _system_ram_bytes() / GB / num_devices
@@ -119,7 +158,7 @@ class ClusterSpec(BaseModel):
                    memory_bandwidth_gbps=20.0, intra_node_bandwidth_gbps=10.0,
                    inter_node_bandwidth_gbps=10.0, host_bandwidth_gbps=20.0,
                    collective_latency_us=50.0,
-                   flops_efficiency=1.0, memory_utilization=1.0)
+                   flops_efficiency=1.0, memory_utilization=1.0, host_cores=host_cpu_count())
 
 
 #: Known device families: peak dense bf16 TFLOP/s, HBM GB/s, NVLink GB/s (per direction,
@@ -149,6 +188,14 @@ DEVICES: dict[str, dict[str, Any]] = {
 }
 
 _PATTERN = re.compile(r"^(?:(\d+)x)?(\d+)x([A-Za-z0-9]+)-(\d+(?:\.\d+)?)GB$", re.IGNORECASE)
+
+
+def host_cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _system_ram_bytes() -> int:

@@ -77,6 +77,10 @@ class BaseModule:
     (``eval_step``, ``generate`` ...) may be called from flows too.
     """
 
+    #: Parallel dimensions this class runs inside one replica (the planner chooses only
+    #: these; data parallelism always): a plain module runs each replica unsharded.
+    parallelism: dict[str, bool] = {"tp": False, "pp": False}
+
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"model name must be a non-empty string, got {name!r}")

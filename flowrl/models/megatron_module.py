@@ -113,6 +113,8 @@ class MegatronModule(TorchModule):
 
     Args = MegatronArgs
     layout: GPTLayout | None = None
+    #: megatron-core shards every layer (tensor parallel) and stages the layers (pipeline)
+    parallelism = {"tp": True, "pp": True}
 
     def __init__(self, name: str) -> None:
         megatron_core()  # before registering the name: a missing library ->

@@ -75,6 +75,8 @@ class VLLMModule(BaseModule):
     """An inference model served by a ``vllm.LLM`` engine; see the module docstring."""
 
     Args = VLLMArgs
+    #: vLLM shards generation over tensor-parallel ranks (pipeline stages are not used here)
+    parallelism = {"tp": True, "pp": False}
 
     def __init__(self, name: str) -> None:
         vllm()  # before registering the name: a missing library ->

@@ -26,7 +26,7 @@ import math
 from typing import Callable
 
 from flowrl.compiler.colocation import Unit
-from flowrl.compiler.parallelism import Layout, mesh_at, rank_layouts
+from flowrl.compiler.parallelism import Layout, mesh_at, model_roles, rank_layouts  # noqa: F401
 from flowrl.compiler.placement.registry import PlacementRequest, Placed, Workload
 from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
@@ -36,16 +36,6 @@ from flowrl.ir import ClusterSpec, Mesh
 FAMILIES = ("colocated", "disaggregated", "hybrid")
 #: A device plan: (family, rollout block size r; r == n for colocated).
 DevicePlan = tuple[str, int]
-
-
-def model_roles(workload: Workload) -> dict[str, str]:
-    """model -> ``generate`` (samples), ``score`` (a rollout forward) or ``train``."""
-    out = {}
-    for m, calls in workload.items():
-        kinds = {k for k, _ in calls}
-        out[m] = "generate" if "generate" in kinds else "score" if "forward" in kinds else \
-            "train"
-    return out
 
 
 def unit_role(unit: Unit, roles: dict[str, str]) -> str:
