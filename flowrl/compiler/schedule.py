@@ -108,7 +108,7 @@ def _shared_runs(ops: list[Op], durations: list[list[float]], graph: FlowGraph |
     end and per run each op's (start, duration); the ops keep the last run's times."""
     jobs, index = [], {}
     for r, durs in enumerate(durations):
-        for i, (op, work) in enumerate(zip(ops, durs)):
+        for op, work in zip(ops, durs):
             preds = ()
             if op.kind == "call" and graph is not None:
                 preds = tuple(index[(r, p)] for p in graph.graph.predecessors(op.node)
