@@ -79,7 +79,8 @@ def _best(fn, repeat: int = 7) -> float:
 #: One timing process of :func:`parallel_cores`: model-shaped matmuls done in a window.
 _MATMULS = """
 import sys, time, torch
-d, tokens, seconds, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+d, tokens = int(sys.argv[1]), int(sys.argv[2])
+seconds, start = float(sys.argv[3]), float(sys.argv[4])
 torch.set_num_threads(1)
 x, w = torch.randn(tokens, d), torch.randn(d, 4 * d)
 while time.time() < start:

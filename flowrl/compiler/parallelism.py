@@ -12,10 +12,11 @@ A model whose config pins its devices (``num_devices``, ``data_parallel_size`` o
 ``devices``) keeps its config's tp and pp, and so does a dimension the model's module cannot
 run: the engine passes each module class's declared ``parallelism`` (``BaseModule``: none;
 ``MegatronModule``: tp and pp; ``VLLMModule``: tp) and :attr:`ModelResources.parallelism`
-holds the dimensions the planner may choose (all when compiling from configs alone). A generator (the policy a trainer syncs into)
-picks its layout independently of its trainer: e.g. TP2 x DP4 generating while the trainer
-runs TP8. The sync then reshards the weights; :func:`reshards` lists those syncs with the
-cost model's time for them.
+holds the dimensions the planner may choose (all when compiling from configs alone).
+
+A generator (the policy a trainer syncs into) picks its layout independently of its
+trainer: e.g. TP2 x DP4 generating while the trainer runs TP8. The sync then reshards the
+weights; :func:`reshards` lists those syncs with the cost model's time for them.
 
 :func:`rank_layouts` orders a model's layouts on a block by the cost model's time for the
 model's own calls (those that fit alone first), so the search evaluates the promising ones
