@@ -170,26 +170,46 @@ def op_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
                 resources: dict[str, ModelResources], placement: dict[str, Mesh],
                 cluster: ClusterSpec, args: RuntimeArgs, moved: int | None = None,
                 op_costs: OpCosts | None = None) -> float:
-    """Estimated seconds of one op; ``moved``: bytes a transfer really moves (default op.bytes)."""
-    d = _analytic_duration(op, role, graphs, resources, placement, cluster, args, moved)
-    return d if op_costs is None else op_costs(role, op, d)
+    """Estimated seconds of one op; ``moved``: bytes a transfer really moves (default op.bytes).
+
+    The runtime's dispatch (:func:`_dispatch`) is added to the formula, and to a measured
+    call or transfer too: workers time those themselves, so their measurement leaves it
+    out; a sync is timed by the driver, dispatch included, so ``op_costs`` gets all of it.
+    """
+    nbytes = op.bytes if moved is None else moved
+    d = _analytic_duration(op, role, graphs, resources, placement, cluster, args,
+                           nbytes)
+    extra = _dispatch(op, placement, cluster, nbytes)
+    if op_costs is None:
+        return d + extra
+    if op.kind == "sync":
+        return op_costs(role, op, d + extra)
+    return op_costs(role, op, d) + extra
+
+
+def _dispatch(op: Op, placement: dict[str, Mesh], cluster: ClusterSpec, nbytes: int) -> float:
+    """The runtime's per-worker dispatch of ``op``: a call or transfer goes to each of the
+    model's ``dp`` replicas (a transfer that moves nothing is not sent), a sync is
+    ``SYNC_DISPATCHES`` driver requests plus one import per destination replica."""
+    dp = placement[op.model].dp if op.model in placement else 1
+    if op.kind == "sync":
+        return dispatch_time(cluster, SYNC_DISPATCHES + dp)
+    if op.kind == "call" or nbytes:
+        return dispatch_time(cluster, dp)
+    return 0.0
 
 
 def _analytic_duration(op: Op, role: str, graphs: dict[str, FlowGraph],
                        resources: dict[str, ModelResources], placement: dict[str, Mesh],
-                       cluster: ClusterSpec, args: RuntimeArgs, moved: int | None) -> float:
-    dp = placement[op.model].dp if op.model in placement else 1
+                       cluster: ClusterSpec, args: RuntimeArgs, nbytes: int) -> float:
+    """The cost model's seconds of ``op`` (no dispatch)."""
     if op.kind == "call":
         kind = call_kind(graphs[role].call(op.node), role, resources[op.model])
-        return call_time(kind, resources[op.model], placement[op.model], args, cluster) + \
-            dispatch_time(cluster, dp)
+        return call_time(kind, resources[op.model], placement[op.model], args, cluster)
     if op.kind == "sync":
         return sync_time(resources[op.src], placement[op.src], resources[op.model],
-                         placement[op.model], cluster) + \
-            dispatch_time(cluster, SYNC_DISPATCHES + dp)
-    nbytes = op.bytes if moved is None else moved
-    return transfer_time(nbytes // max(1, len(op.devices)), cluster) + \
-        (dispatch_time(cluster, dp) if nbytes else 0.0)
+                         placement[op.model], cluster)
+    return transfer_time(nbytes // max(1, len(op.devices)), cluster)
 
 
 def call_flops(kind: str, res: ModelResources, args: RuntimeArgs) -> float:

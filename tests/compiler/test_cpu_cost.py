@@ -97,3 +97,22 @@ def test_disaggregated_scorers_on_shared_cores_take_longer_one_device_does_not()
     # one device is never slowed: the same estimate with or without sharing
     assert compile_ppo(cpu(1, cores=1)).estimates.iteration_time == \
         compile_ppo(cpu(1)).estimates.iteration_time
+
+
+def test_measured_costs_get_the_formula_and_keep_the_dispatch_workers_do_not_time():
+    seen = []
+
+    def measured(role, op, analytic):  # a profile measuring every op at 1 s
+        seen.append((op.kind, analytic))
+        return 1.0
+
+    cluster = cpu(2, runtime="ray", call_overhead_us=1000)
+    s = compile_schedule(ppo_graphs(), ppo_models(0.01), SYNC, cluster, "colocate", METHODS,
+                         runtime_args=ARGS, op_costs=measured)
+    formula = compile_ppo(cpu(2))  # the local runtime: no dispatch at all
+    calls = [op for op in s.ops["train"] if op.kind == "call"]
+    assert calls and all(op.duration == pytest.approx(1.0 + 2e-3) for op in calls)  # dp2
+    syncs = [op for op in s.ops["sync"] if op.kind == "sync"]
+    assert syncs and all(op.duration == pytest.approx(1.0) for op in syncs)  # driver-timed
+    train = [op.duration for op in formula.ops["train"] if op.kind == "call"]
+    assert [a for k, a in seen if k == "call"][-len(train):] == pytest.approx(train)
