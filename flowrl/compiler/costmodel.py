@@ -22,6 +22,12 @@ a model another layout than its config), ``F`` achieved FLOP/s per device (peak 
   counts ``num_kv_heads``), or is bound by its FLOPs, whichever is slower, plus ``2 L``
   latency-bound all-reduces of ``b h`` bytes:
   ``N * (max((W/tp + KV(b, S_p + N/2)) / BW, 2 P b / (tp F)) + 2 L allreduce(b h))``.
+  With a response-length distribution (``generation.expected_new_tokens`` /
+  ``p99_new_tokens``, :mod:`flowrl.compiler.lengths`) ``N`` becomes the expected longest
+  response of the call under static batching, or the mean tokens at full slots plus the
+  tail of the last requests under continuous batching (:func:`decode_time`).
+* scoring and training count ``S`` as the *mean* sequence length (prompt + mean response:
+  packed sequences, no padding to the longest); ``max_seq_len`` without a distribution.
 * train (one ``train_step`` over a global batch of ``G`` samples): ``6 P G S`` FLOPs
   (forward + backward) over ``n`` devices, times the pipeline bubble
   ``1 + (pp - 1) / micro_steps``; plus ``4 L / pp`` TP all-reduces of the replica's
@@ -52,6 +58,10 @@ from flowrl.compiler.resources import ModelResources
 from flowrl.config import RuntimeArgs
 
 CallKind = Literal["generate", "forward", "train"]
+
+#: Sequences a continuous-batching generator decodes at once per replica (vLLM's default
+#: ``max_num_seqs``); more requests queue and enter as others finish.
+CONTINUOUS_SLOTS = 256
 
 #: Driver requests of one sync besides the destination replicas' imports (the Ray runtime's
 #: weight sync, flowrl/runtime/ray_executor.py: the source's and the destination's
@@ -128,14 +138,14 @@ def cpu_time(res: ModelResources, mesh: Mesh, batch: int) -> float:
     return res.cpu_seconds_per_sample * math.ceil(batch / mesh.dp)
 
 
-def forward_time(res: ModelResources, mesh: Mesh, batch: int, seq: int,
+def forward_time(res: ModelResources, mesh: Mesh, batch: int, seq: float,
                  cluster: ClusterSpec) -> float:
     """A scoring forward (or a prefill) over ``batch`` sequences of ``seq`` tokens."""
     if res.weightless:
         return cpu_time(res, mesh, batch)
     flops = 2 * res.num_params * batch * seq
     weights_read = res.weight_bytes / (mesh.tp * mesh.pp) / cluster.memory_bandwidth
-    comm = tp_comm_time(res, mesh, math.ceil(batch / mesh.dp) * seq, cluster)
+    comm = tp_comm_time(res, mesh, math.ceil(math.ceil(batch / mesh.dp) * seq), cluster)
     return max(flops / (len(mesh.devices) * cluster.flops), weights_read) + comm
 
 
@@ -156,9 +166,28 @@ def decode_step_time(res: ModelResources, mesh: Mesh, batch: int, context: float
 
 
 def decode_time(res: ModelResources, mesh: Mesh, batch: int, cluster: ClusterSpec) -> float:
-    """``N`` decode steps at the average context ``S_p + N / 2``."""
-    n = res.max_new_tokens
-    return n * decode_step_time(res, mesh, batch, res.prompt_len + n / 2, cluster)
+    """Decode of ``batch`` responses whose lengths follow ``res.lengths`` (default: all
+    ``N`` long, so ``N`` steps at the average context ``S_p + N / 2``).
+
+    The call ends when its longest response does, on whichever replica holds it: the
+    expected longest of the ``batch`` draws, ``n_max``. Static batching (HF generate) keeps
+    every sequence in the batch until then: ``n_max`` full-batch steps. Continuous batching
+    (vLLM) lets finished requests leave and queued ones enter (at most
+    :data:`CONTINUOUS_SLOTS` at once): the replica's ``b * mean`` tokens at ``c = min(b,
+    slots)`` sequences per step, then the tail of the last requests, ``n_max - mean`` steps
+    of a nearly empty batch (one sequence: the weight read).
+    """
+    dist = res.lengths
+    n_max = dist.expected_max(batch)
+    if res.batching != "continuous":
+        return n_max * decode_step_time(res, mesh, batch, res.prompt_len + n_max / 2, cluster)
+    b = math.ceil(batch / mesh.dp)
+    slots = min(b, CONTINUOUS_SLOTS)
+    ctx = res.prompt_len + dist.mean / 2
+    bulk = b * dist.mean / slots * decode_step_time(res, mesh, slots * mesh.dp, ctx, cluster)
+    tail = max(0.0, n_max - dist.mean) * decode_step_time(
+        res, mesh, mesh.dp, res.prompt_len + (dist.mean + n_max) / 2, cluster)
+    return bulk + tail
 
 
 def generate_time(res: ModelResources, mesh: Mesh, batch: int, cluster: ClusterSpec) -> float:
@@ -169,14 +198,15 @@ def generate_time(res: ModelResources, mesh: Mesh, batch: int, cluster: ClusterS
 
 def train_time(res: ModelResources, mesh: Mesh, args: RuntimeArgs, cluster: ClusterSpec) -> float:
     g = args.train_global_batch_size
-    flops = 6 * res.num_params * g * res.max_seq_len
+    seq = res.expected_seq_len  # packed sequences: the mean length, not the cap
+    flops = 6 * res.num_params * g * seq
     micro_steps = max(1, math.ceil(g / mesh.dp / micro_batch_per_replica(args, mesh.dp)))
     bubble = 1 + (mesh.pp - 1) / micro_steps
     compute = flops / (len(mesh.devices) * cluster.flops) * bubble
     mp = mesh.tp * mesh.pp
     shard = (res.weight_bytes + res.grad_bytes) / mp + res.optimizer_bytes / len(mesh.devices)
     update = 2 * shard / cluster.memory_bandwidth
-    comm = tp_comm_time(res, mesh, math.ceil(g / mesh.dp) * res.max_seq_len, cluster, passes=2)
+    comm = tp_comm_time(res, mesh, math.ceil(math.ceil(g / mesh.dp) * seq), cluster, passes=2)
     allreduce = 0.0
     if mesh.dp > 1:
         allreduce = 2 * (mesh.dp - 1) / mesh.dp * (res.grad_bytes / mp) / \
@@ -197,7 +227,7 @@ def call_time(kind: CallKind, res: ModelResources, mesh: Mesh, args: RuntimeArgs
     batch = call_batch(kind, args)
     if kind == "generate":
         return generate_time(res, mesh, batch, cluster) + host
-    return forward_time(res, mesh, batch, res.max_seq_len, cluster) + host
+    return forward_time(res, mesh, batch, res.expected_seq_len, cluster) + host
 
 
 def transfer_time(bytes_per_device: int, cluster: ClusterSpec) -> float:

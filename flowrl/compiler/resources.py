@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from flowrl.ir import EpisodeSpec, FlowGraph
 from flowrl.config import ModelConfig, OffloadPolicy, RuntimeArgs
 from flowrl.compiler.agent_cost import agent_lengths
+from flowrl.compiler.lengths import LengthDist, sigma_from_p99
 from flowrl.errors import CompileError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -63,6 +64,11 @@ class ModelResources:
     #: module class declares it runs (``BaseModule.parallelism``); the others stay at the
     #: config's size. Data parallelism is always free.
     parallelism: frozenset[str] = frozenset({"tp", "pp"})
+    #: response lengths (:mod:`flowrl.compiler.lengths`): mean (None: ``max_new_tokens``),
+    #: log-normal shape, and how the generator batches ("static" or "continuous")
+    mean_new_tokens: float | None = None
+    length_sigma: float = 0.0
+    batching: str = "static"
 
     @property
     def mp(self) -> int:
@@ -76,6 +82,22 @@ class ModelResources:
     @property
     def prompt_len(self) -> int:
         return max(1, self.max_seq_len - self.max_new_tokens)
+
+    @property
+    def lengths(self) -> LengthDist:
+        """The response-length distribution (every response at ``max_new_tokens`` unless
+        ``generation.expected_new_tokens`` says otherwise)."""
+        if self.mean_new_tokens is None:
+            return LengthDist.fixed(self.max_new_tokens)
+        return LengthDist(self.mean_new_tokens, self.length_sigma, self.max_new_tokens)
+
+    @property
+    def expected_seq_len(self) -> float:
+        """Mean sequence length (prompt + mean response): what scoring and training pay per
+        sample when sequences are packed (no padding to the longest)."""
+        if self.mean_new_tokens is None:
+            return self.max_seq_len
+        return self.prompt_len + self.mean_new_tokens
 
     @property
     def weight_bytes(self) -> int:
@@ -157,6 +179,34 @@ def _size(name: str, cfg: ModelConfig) -> tuple[int, int, int, int]:
     return p, layers, hidden, vocab
 
 
+def _length_shape(name: str, cfg: ModelConfig, cap: int,
+                  flow: tuple[int, int | None] | None) -> tuple[float | None, float]:
+    """(mean, log-normal sigma) of the responses model ``name`` generates or reads: its own
+    ``generation.expected_new_tokens``/``p99_new_tokens``, else the flow's (``flow``: a
+    generator's, one sequence passes through all models); ``(None, 0)``: every response at
+    the cap ``max_new_tokens``."""
+    gen = cfg.generation
+    own = gen.expected_new_tokens is not None
+    mean, p99 = (gen.expected_new_tokens, gen.p99_new_tokens) if own else (flow or (None, None))
+    if mean is None:
+        return None, 0.0
+    if mean > cap:
+        if not own:  # a model with a shorter budget than the flow's keeps the cap
+            return None, 0.0
+        raise CompileError(
+            f"model '{name}': generation.expected_new_tokens={mean} exceeds the response "
+            f"budget of {cap} tokens (generation.max_new_tokens, or the flow's sequence "
+            f"length); lower it or raise models.{name}.generation.max_new_tokens")
+    return float(mean), (sigma_from_p99(mean, min(p99, cap)) if p99 and p99 > mean else 0.0)
+
+
+def _flow_lengths(models: dict[str, ModelConfig]) -> tuple[int, int | None] | None:
+    """(mean, p99) the flow's responses follow: the longest mean any model declares."""
+    declared = [(m.generation.expected_new_tokens, m.generation.p99_new_tokens)
+                for m in models.values() if m.generation.expected_new_tokens is not None]
+    return max(declared, key=lambda d: d[0]) if declared else None
+
+
 def free_dims(name: str, capabilities: dict[str, dict[str, bool]] | None) -> frozenset[str]:
     """The parallel dimensions the planner may choose for model ``name``: those its module
     declares (``capabilities[name]``, e.g. ``{"tp": True, "pp": False}``); none for a model
@@ -189,6 +239,7 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
     # Models that do not say inherit the flow's lengths: one sequence passes through all.
     flow_seq = max(seqs) if seqs else DEFAULT_SEQ_LEN
     flow_new = max(news) if news else flow_seq // 2
+    flow_lengths = _flow_lengths(models)
     out: dict[str, ModelResources] = {}
     for name in used:
         cfg = models[name]
@@ -207,6 +258,7 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
         cpu = cfg.cpu_seconds_per_sample
         cpu = (DEFAULT_CPU_SECONDS if cpu is None else cpu) if weightless else (cpu or 0.0)
         seq, new, cpu = agent_lengths(cfg, seq, new, cpu)  # multi-turn: turns x decode + env
+        mean, sigma = _length_shape(name, cfg, new, flow_lengths)
         out[name] = ModelResources(
             name=name, num_params=p, num_layers=layers, hidden_size=hidden, vocab_size=vocab,
             dtype=cfg.weights_dtype, trainable=trainable, tp=cfg.parallel.tp,
@@ -217,7 +269,8 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
             kv_fraction=kv_heads / heads if heads and kv_heads else 1.0,
             num_heads=heads, num_kv_heads=kv_heads if heads else None,
             weightless=weightless, cpu_seconds_per_sample=cpu,
-            parallelism=free_dims(name, capabilities))
+            parallelism=free_dims(name, capabilities), mean_new_tokens=mean,
+            length_sigma=sigma, batching=cfg.generation.batching)
     return out
 
 

@@ -6,7 +6,8 @@ The planner (``flowrl.compiler.resources``) and the built-in modules read the sa
       policy:
         model_path: ckpt/llama          # shape and dtype filled from its config.json
         dtype: bf16                     # default: config.json's torch_dtype, else bf16
-        generation: {max_new_tokens: 512, temperature: 1.0, top_p: 1.0}
+        generation: {max_new_tokens: 512, temperature: 1.0, top_p: 1.0,
+                     expected_new_tokens: 180, p99_new_tokens: 480, batching: continuous}
         optim: {lr: 1.0e-6, betas: [0.9, 0.95], weight_decay: 0.0, eps: 1.0e-8, grad_clip: 1.0}
         parallel: {tp: 2, pp: 1, dp: 4}
         shape: {num_layers: 32, hidden_size: 4096, num_heads: 32, num_kv_heads: 8,
@@ -45,6 +46,29 @@ class GenerationConfig(_Strict):
     temperature: Float = Field(1.0, ge=0, description="sampling temperature (0: greedy)")
     top_p: Float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     top_k: Int = Field(0, ge=0, description="sample from the k likeliest tokens (0: all)")
+    # Planning only (flowrl/compiler/lengths.py): the response-length distribution.
+    expected_new_tokens: Int | None = Field(
+        None, ge=1, description="mean response tokens, for planning (default: "
+        "max_new_tokens, every response to the cap)")
+    p99_new_tokens: Int | None = Field(
+        None, ge=1, description="99th-percentile response tokens, for planning: the long "
+        "tail (default: expected_new_tokens, no spread)")
+    batching: Literal["static", "continuous"] = Field(
+        "static", description="how the generator batches decoding, for planning: static "
+        "(HF generate: a batch runs until its longest response) or continuous (vLLM: "
+        "finished requests leave the batch)")
+
+    @model_validator(mode="after")
+    def _lengths_ordered(self) -> "GenerationConfig":
+        mean, p99, cap = self.expected_new_tokens, self.p99_new_tokens, self.max_new_tokens
+        if p99 is not None and mean is None:
+            raise ValueError("p99_new_tokens needs expected_new_tokens (the mean)")
+        if p99 is not None and p99 < mean:
+            raise ValueError(f"p99_new_tokens={p99} is below expected_new_tokens={mean}")
+        for name, v in (("expected_new_tokens", mean), ("p99_new_tokens", p99)):
+            if v is not None and cap is not None and v > cap:
+                raise ValueError(f"{name}={v} exceeds max_new_tokens={cap}")
+        return self
 
 
 class OptimConfig(_Strict):
