@@ -61,8 +61,8 @@ def layout_options(res: ModelResources, num_devices: int, cluster: ClusterSpec) 
             not res.parallelism:
         return [config] if num_devices % res.mp == 0 else []
     if res.num_params < 1_000_000:  # a rule reward or a toy: sharding only adds traffic
-        return [config] if res.parallelism != {"tp", "pp"} and num_devices % res.mp == 0 \
-            else [(1, 1)]
+        toy = (1 if "tp" in res.parallelism else res.tp, 1 if "pp" in res.parallelism else res.pp)
+        return [toy] if num_devices % (toy[0] * toy[1]) == 0 else []
     node = min(cluster.devices_per_node, num_devices)
     free_tp = "tp" in res.parallelism
     out = []
