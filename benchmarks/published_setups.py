@@ -10,12 +10,20 @@ synchronous baseline), with the published rollout:train split (``manual`` device
 ``max_staleness = 1``) and with ``search``. Printed: estimated seconds per step of each, the
 predicted speedups and the plan ``search`` chose. The published figures are in
 docs/placement.md with their sources.
+
+Response lengths: the publications give only the cap (``max_response_length``: 20 K and
+28 K tokens), not the mean or the tail. The generator is vLLM (continuous batching, as
+published); the script assumes the p99 response reaches the cap (DAPO's overlong buffer
+penalises, it does not stop, responses near it) and sweeps the unpublished mean over
+:data:`MEANS` (``--mean N`` for one value; ``--mean 0``: every response at the cap, the
+old assumption).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,21 +49,28 @@ class Setup:
     response_len: int
     samples_per_step: int
     samples_per_optimizer_step: int
-    generation_batch: int
+    generation_batch: int  # veRL's colocated rollout generates the whole step at once
+    published_sync_s: float  # colocate sync step, seconds (the publication's table)
+    published_async_s: float  # its asynchronous step
+    mean_len: int = 0  # assumed mean response tokens (0: every response at the cap)
 
 
 SETUPS = (
     # veRL one-step off-policy (docs/advance/one_step_off.md): 16 H20, 4 generate : 12 train,
     # Qwen2.5-Math-7B, DAPO, responses up to 20480 tokens (FSDP2).
     Setup("veRL one-step off-policy 7B", "2x8xH20-96GB", 4, 2048, 20480, 512 * 16, 32 * 16,
-          128),
+          512 * 16, 749, 520),
     # veRL fully async (docs/advance/fully_async.md): 128 H20, 64:64, rollout.n 16,
     # train_batch_size 512 prompts, ppo_mini_batch_size 32 prompts, responses up to 28 K.
     Setup("veRL fully async 7B, 128 GPUs", "16x8xH20-96GB", 64, 2048, 28672, 512 * 16,
-          32 * 16, 128),
+          32 * 16, 512 * 16, 356.30, 150.63),
     Setup("veRL fully async 7B, 64 GPUs", "8x8xH20-96GB", 32, 2048, 28672, 512 * 16, 32 * 16,
-          128),
+          512 * 16, 365.28, 189.26),
 )
+#: Generation batch when every response runs to the cap (``--mean 0``).
+CAP_GENERATION_BATCH = 128
+#: Assumed mean response lengths (tokens) swept: not published (see the module docstring).
+MEANS = (1024, 2048, 4096)
 
 
 def dapo_flows():
@@ -84,7 +99,11 @@ def dapo_flows():
 
 def models(setup: Setup, split: bool, n: int) -> dict[str, ModelConfig]:
     seq = setup.prompt_len + setup.response_len
-    gen = dict(max_seq_len=seq, max_new_tokens=setup.response_len)
+    gen = dict(max_seq_len=seq, generation=dict(max_new_tokens=setup.response_len,
+                                                batching="continuous"))
+    if setup.mean_len:
+        gen["generation"].update(expected_new_tokens=setup.mean_len,
+                                 p99_new_tokens=setup.response_len)
     rollout = dict(devices=list(range(setup.rollout_devices))) if split else {}
     train = dict(devices=list(range(setup.rollout_devices, n))) if split else {}
     # TP4 as configured: 22-30 K-token sequences need it for the trainer's activations (the
@@ -93,12 +112,15 @@ def models(setup: Setup, split: bool, n: int) -> dict[str, ModelConfig]:
     return {"policy": ModelConfig(**QWEN7B, **gen, **rollout, **tp),
             "reward": ModelConfig(num_params=1, num_layers=1, hidden_size=1, vocab_size=1,
                                   **rollout),
-            "dapo_policy": ModelConfig(**QWEN7B, max_seq_len=seq, **train, **tp)}
+            "dapo_policy": ModelConfig(**QWEN7B, **gen, **train, **tp)}
 
 
 def args(setup: Setup, staleness: int) -> RuntimeArgs:
+    # A whole step's batch at full length does not fit the KV cache: the old, tail-free
+    # assumption (mean 0) keeps the old generation batches.
+    gen_batch = setup.generation_batch if setup.mean_len else CAP_GENERATION_BATCH
     return RuntimeArgs(sample_per_episode=setup.samples_per_step,
-                       generation_batch_size=setup.generation_batch,
+                       generation_batch_size=gen_batch,
                        train_global_batch_size=setup.samples_per_optimizer_step,
                        train_micro_batch_size=1, progress=False, max_staleness=staleness)
 
@@ -123,15 +145,24 @@ def run(setup: Setup) -> dict[str, object]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mean", type=int, action="append",
+                        help="assumed mean response tokens (repeatable; 0: all at the cap)")
+    means = parser.parse_args().mean or MEANS
     for setup in SETUPS:
-        r = run(setup)
-        lay = r["search_plan"]
-        print(f"{r['setup']} on {setup.cluster}: colocate {r['colocate_s']:.0f} s/step; "
-              f"published split {r['split']} async {r['published_split_s']:.0f} s/step "
-              f"({r['colocate_s'] / r['published_split_s']:.2f}x); search "
-              f"{r['search_s']:.0f} s/step ({r['colocate_s'] / r['search_s']:.2f}x): "
-              f"{lay.family} {lay.split} staleness {lay.staleness}, "
-              + ", ".join(f"{m.model} {m.describe()}" for m in lay.models))
+        print(f"{setup.name} on {setup.cluster}: published {setup.published_sync_s:.0f} -> "
+              f"{setup.published_async_s:.0f} s/step "
+              f"({setup.published_sync_s / setup.published_async_s:.2f}x)")
+        for mean in means:
+            r = run(replace(setup, mean_len=mean))
+            lay = r["search_plan"]
+            print(f"  mean {mean or setup.response_len} tokens: colocate "
+                  f"{r['colocate_s']:.0f} s/step; published split {r['split']} async "
+                  f"{r['published_split_s']:.0f} s/step "
+                  f"({r['colocate_s'] / r['published_split_s']:.2f}x); search "
+                  f"{r['search_s']:.0f} s/step ({r['colocate_s'] / r['search_s']:.2f}x): "
+                  f"{lay.family} {lay.split} staleness {lay.staleness}, "
+                  + ", ".join(f"{m.model} {m.describe()}" for m in lay.models))
     return 0
 
 

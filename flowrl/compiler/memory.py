@@ -34,8 +34,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from flowrl.compiler.costmodel import (CallKind, call_batch, call_kind, kv_cache_bytes,
-                                       micro_batch_per_replica)
+from flowrl.compiler.costmodel import (CONTINUOUS_SLOTS, CallKind, call_batch, call_kind,
+                                       kv_cache_bytes, micro_batch_per_replica)
 from flowrl.compiler.resources import ModelResources, episode_spec
 from flowrl.config import RuntimeArgs
 from flowrl.ir import ClusterSpec, EpisodeSpec, FlowGraph, Mesh, Op
@@ -144,6 +144,9 @@ def transient_bytes(kind: CallKind, res: ModelResources, mesh: Mesh, args: Runti
     b = math.ceil(batch / mesh.dp)
     if kind == "generate":
         kv = kv_cache_bytes(res, mesh, batch)
+        if res.batching == "continuous":  # paged KV: the slots in flight, at their mean context
+            b = min(b, CONTINUOUS_SLOTS)
+            kv = kv_cache_bytes(res, mesh, b * mesh.dp, res.expected_seq_len)
         return int(kv + 4 * b * res.prompt_len * h * dt / tp + 4 * b * v / tp)
     return int(4 * b * s * h * dt / tp + 4 * b * s * v / tp)
 
