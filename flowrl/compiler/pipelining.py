@@ -11,7 +11,15 @@ stage and the train stage (train runs + the versioned push), joined by a buffer 
 * shared: ``R + T + S``, exactly the synchronous episode.
 
 Every ``k >= 1`` has the same steady state in this deterministic model; a larger ``k`` only
-absorbs variation in stage times. Bubbles are per device group: the seconds per episode a
+absorbs variation in stage times.
+
+The long tail (``generation.expected_new_tokens``/``p99_new_tokens``): each generate call
+lasts until its longest response (:func:`flowrl.compiler.costmodel.decode_time`), so ``R``
+holds the tail. Synchronously every device waits through it (``R + T + S``); pipelined, the
+rollout group's tail runs while the trainers train, hidden wherever ``R <= T``. Partial
+rollout (interrupting unfinished responses at a sync and resuming them under the new weights,
+veRL's ``partial_rollout``) would cut the tail itself; flowrl's runtime does not do it, so
+it is not modelled. Bubbles are per device group: the seconds per episode a
 stage's devices are idle or held by the other stage.
 """
 
