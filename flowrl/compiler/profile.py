@@ -69,6 +69,8 @@ class Profile:
     ops: dict[OpKey, OpStat]
     episode_times: list[float] = field(default_factory=list)
     schedule: Schedule | None = None  # the schedule the run executed, if saved
+    #: measured mean response tokens per generating model (median over episodes)
+    response_lengths: dict[str, float] = field(default_factory=dict)
 
     @property
     def iteration_episodes(self) -> list[float]:
@@ -139,18 +141,57 @@ def load_profile(run: str | Path) -> Profile:
     if not records:
         raise FlowRLError(f"{file} holds no op records (did the run execute any op?)")
     episodes: list[float] = []
+    rows: list[dict[str, Any]] = []
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         for line in metrics.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
+                rows.append(row)
                 if row.get("time/episode_s") is not None:
                     episodes.append(float(row["time/episode_s"]))
     schedule = None
     sched = run_dir / SCHEDULE_FILE
     if sched.is_file():
         schedule = Schedule.from_json(json.loads(sched.read_text()))
-    return Profile(str(file), aggregate(records), episodes, schedule)
+    return Profile(str(file), aggregate(records), episodes, schedule,
+                   response_lengths(rows))
+
+
+def response_lengths(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean response tokens per generating model, the median over episodes of its
+    ``<model>/response_length`` metric, or of ``<model>/generated_tokens / samples``."""
+    per: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            model, _, name = key.rpartition("/")
+            if not model or value is None:
+                continue
+            if name == "response_length":
+                per.setdefault(model, []).append(float(value))
+            elif name == "generated_tokens" and row.get("samples") and \
+                    f"{model}/response_length" not in row:
+                per.setdefault(model, []).append(float(value) / float(row["samples"]))
+    return {m: statistics.median(v) for m, v in per.items() if v}
+
+
+def length_notes(profile: Profile, models: dict[str, ModelConfig]) -> list[str]:
+    """For each model whose measured mean response differs from what it is planned with
+    (``generation.expected_new_tokens``, else ``max_new_tokens``), the setting to change. The
+    measured op times already hold the real lengths; the setting carries them to ops and
+    placements the profile did not measure."""
+    notes = []
+    for model, mean in sorted(profile.response_lengths.items()):
+        gen = models[model].generation if model in models else None
+        if gen is None or mean <= 0:
+            continue
+        planned = gen.expected_new_tokens or gen.max_new_tokens
+        if planned is None or abs(planned - mean) > 0.1 * planned:
+            notes.append(f"measured mean response of '{model}': {mean:.0f} tokens (planned: "
+                         f"{planned if planned is not None else 'the flow default'}); set "
+                         f"models.{model}.generation.expected_new_tokens: "
+                         f"{max(1, round(mean))} to plan unmeasured ops and placements with it")
+    return notes
 
 
 def write_schedule(schedule: Schedule, run_dir: str | Path) -> Path:
@@ -274,4 +315,5 @@ def profile_guided(analytic: Schedule, models: dict[str, ModelConfig], profile: 
         notes.append("measured but not in this schedule: "
                      + ", ".join(f"{r}/{o}" for r, o in unmatched[:6])
                      + (" ..." if len(unmatched) > 6 else ""))
+    notes.extend(length_notes(profile, models))
     return ProfileResult(analytic, guided, profile, costs, notes)

@@ -126,3 +126,26 @@ def test_bad_lengths_name_the_field():
     with pytest.raises(CompileError, match=r"model 'policy': generation.expected_new_tokens="
                                            r"400 exceeds the response budget of 256 tokens"):
         model_resources(models, ppo_graphs(), SYNC)
+
+
+def test_profile_reads_measured_response_lengths(tmp_path):
+    from flowrl.compiler.profile import length_notes, load_profile
+
+    (tmp_path / "op_profile.jsonl").write_text(
+        '{"role": "rollout", "op": "policy.forward_step", "model": "policy", "seconds": 1.0, '
+        '"bytes": 0}\n')
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"episode": 0, "time/episode_s": 2.0}\n'
+        '{"episode": 1, "policy/generated_tokens": 640, "samples": 64, "time/episode_s": 1.0}\n'
+        '{"episode": 2, "policy/generated_tokens": 768, "samples": 64}\n'
+        '{"episode": 2, "actor/response_length": 300.0, "actor/generated_tokens": 1, '
+        '"samples": 64}\n')
+    profile = load_profile(tmp_path)
+    assert profile.response_lengths == {"policy": 11.0, "actor": 300.0}
+    models = {"policy": ModelConfig(generation={"max_new_tokens": 16}),
+              "actor": ModelConfig(generation={"max_new_tokens": 512,
+                                               "expected_new_tokens": 290})}
+    assert length_notes(profile, models) == [
+        "measured mean response of 'policy': 11 tokens (planned: 16); set "
+        "models.policy.generation.expected_new_tokens: 11 to plan unmeasured ops and "
+        "placements with it"]
