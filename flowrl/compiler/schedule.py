@@ -217,7 +217,7 @@ def call_flops(kind: str, res: ModelResources, args: RuntimeArgs) -> float:
     processes its prompt and its new tokens), ``6 P`` per token trained."""
     if res.weightless:
         return 0.0
-    tokens = call_batch(kind, args) * res.max_seq_len
+    tokens = call_batch(kind, args) * res.expected_seq_len  # max_seq_len unless lengths are set
     return (6 if kind == "train" else 2) * res.num_params * tokens
 
 
@@ -234,7 +234,9 @@ def episode_work(graphs: dict[str, FlowGraph], resources: dict[str, ModelResourc
             runs = reps.get(role, 1)
             flops += runs * call_flops(kind, res, args)
             if kind == "generate":
-                tokens += runs * call_batch(kind, args) * res.max_new_tokens
+                # the expected response length (max_new_tokens unless the config sets one)
+                tokens += round(runs * call_batch(kind, args) * (res.expected_seq_len
+                                                                 - res.prompt_len))
     return tokens, flops
 
 

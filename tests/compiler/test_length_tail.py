@@ -149,3 +149,17 @@ def test_profile_reads_measured_response_lengths(tmp_path):
         "measured mean response of 'policy': 11 tokens (planned: 16); set "
         "models.policy.generation.expected_new_tokens: 11 to plan unmeasured ops and "
         "placements with it"]
+
+
+def test_headline_counts_the_expected_lengths():
+    """Generated tokens and model FLOPs of the explain headline follow the expected response
+    length when the config sets one (the cap otherwise)."""
+    from flowrl.compiler.schedule import call_flops
+    from flowrl.config import RuntimeArgs
+
+    args = RuntimeArgs(sample_per_episode=8, generation_batch_size=8, train_global_batch_size=8)
+    capped = resources()["policy"]
+    short = resources(expected_new_tokens=256)["policy"]
+    p = capped.num_params
+    assert call_flops("generate", capped, args) == 2 * p * 8 * 2048
+    assert call_flops("generate", short, args) == 2 * p * 8 * (1024 + 256)
