@@ -28,12 +28,15 @@ hidden behind training), and ``time/rollout_wait_s`` what the loop waited for ro
 With DAPO's dynamic sampling on (``dynamic_sampling`` settings enabled; ``k = 0`` only) the
 rollout phase drops groups whose scores do not vary and refills from the same prompt stream
 (:mod:`flowrl.runtime.dynamic_sampling`); off, the loop is unchanged.
+
+The rollout phase lives in :mod:`flowrl.runtime.episode_rollout`, the pipelined episode in
+:mod:`flowrl.runtime.episode_pipeline` and checkpoint/resume in
+:mod:`flowrl.runtime.episode_checkpoint` (mixins of :class:`EpisodeRunner`).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -43,29 +46,25 @@ from flowrl.algorithms.settings import DynamicSamplingSettings
 from flowrl.config import FlowRLConfig
 from flowrl.errors import FlowRLError
 from flowrl.models.base import BaseModule
-from flowrl.runtime.checkpoint import (Checkpoint, CheckpointManager, preserved_rng, rng_state,
-                                      set_rng_state)
+from flowrl.runtime.checkpoint import CheckpointManager, preserved_rng
 from flowrl.compiler.resources import episode_spec
-from flowrl.runtime.batch import Batch
 from flowrl.runtime.data import PromptStream
 from flowrl.runtime.dynamic_sampling import DynamicSampler
+from flowrl.runtime.episode_checkpoint import CheckpointingMixin
+from flowrl.runtime.episode_pipeline import PipelineMixin
+from flowrl.runtime.episode_rollout import RolloutMixin, repeat_samples
 from flowrl.runtime.protocol import Executor, FlowResult
-from flowrl.runtime.guards import check_weights
-from flowrl.runtime.resume import config_changes, config_record, flat_tensors
 from flowrl.runtime.metrics import MetricsLogger, aggregate
 from flowrl.runtime.replay import ReplayBuffer
-from flowrl.runtime.staleness import (RolloutQueue, StalenessError, check_bound,
-                                      staleness_metrics, tag_samples)
+from flowrl.runtime.staleness import RolloutQueue
+
+__all__ = ["EpisodeRunner", "repeat_samples"]
 
 
-def repeat_samples(batch: dict[str, Any], n: int) -> dict[str, Any]:
-    """Every sample of ``batch`` ``n`` times in a row (:meth:`Batch.repeat_interleave`)."""
-    return batch if n == 1 else Batch(batch).repeat_interleave(n)
-
-
-class EpisodeRunner:
+class EpisodeRunner(CheckpointingMixin, RolloutMixin, PipelineMixin):
     """Drives episodes through an executor, logs one metrics row per episode, evaluates and
-    checkpoints at the configured intervals, and resumes from a checkpoint."""
+    checkpoints at the configured intervals, and resumes from a checkpoint (the rollout phase,
+    the pipelined k >= 1 episode and checkpointing live in the mixins' files)."""
 
     def __init__(self, executor: Executor, config: FlowRLConfig, prompts: PromptStream,
                  logger: MetricsLogger, evaluate: Callable[[int], dict[str, float]] | None = None,
@@ -135,78 +134,6 @@ class EpisodeRunner:
         metrics["time/eval_s"] = time.perf_counter() - t0
         return metrics
 
-    # ---- checkpoint and resume -------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """The loop's own state (module states are saved beside it)."""
-        state = {"episode": self.episode, "train_iteration": self.train_iteration,
-                 "prompts": self.prompts.state_dict(), "replay": list(self.buffer.samples),
-                 "rng": rng_state(), "metrics": list(self.logger.history),
-                 "in_flight": self.queue.state_dict()}
-        if self.sampler is not None:
-            state["dynamic_sampling"] = self.sampler.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.episode = int(state["episode"])
-        self.train_iteration = int(state["train_iteration"])
-        self.executor.episode = self.episode
-        self.executor.set_weight_version(self.episode)  # one sync per finished episode
-        self.queue.load_state_dict(state.get("in_flight", {}))
-        self.prompts.load_state_dict(state["prompts"])
-        self.buffer.clear()
-        self.buffer.samples.extend(state["replay"])
-        set_rng_state(state["rng"])
-        self.logger.restore(state["metrics"])
-        if self.sampler is not None:  # written with it off: the plain loop's batch count
-            self.sampler.load_state_dict(state.get("dynamic_sampling", {
-                "drawn": self.episode * self.spec.rollout_runs}))
-
-    def module_states(self) -> dict[str, Any]:
-        return self.executor.module_states()
-
-    def load_module_states(self, states: dict[str, Any]) -> None:
-        missing = sorted(set(self.modules) - set(states))
-        if missing:
-            raise FlowRLError(f"the checkpoint has no state for model(s) {', '.join(missing)}; "
-                              f"it was written by an engine with other models")
-        self.executor.load_module_states({n: states[n] for n in self.modules})
-
-    def save_checkpoint(self) -> Path:
-        """Checkpoint the state after ``self.episode`` episodes (atomically)."""
-        if self.checkpoints is None:
-            raise FlowRLError("no checkpoint directory: set runtime_args.output_dir or "
-                              "checkpoint_dir")
-        t0 = time.perf_counter()
-        parts = {"runner": self.state_dict(), "config": config_record(self.config)}
-        states = self.module_states()
-        for name, st in states.items():  # a checkpoint never holds NaN/inf weights
-            check_weights(name, dict(flat_tensors(st)), "checkpoint")
-        parts.update({f"modules/{n}": st for n, st in states.items()})
-        path = self.checkpoints.save(self.episode, parts)
-        self.logger.console.print(f"saved checkpoint {path} ({time.perf_counter() - t0:.2f}s)",
-                                  highlight=False, soft_wrap=True)
-        return path
-
-    def resume(self) -> Checkpoint | None:
-        """Load the newest good checkpoint (bad ones are reported and skipped); ``None`` and a
-        fresh start when there is none."""
-        ckpt = self.checkpoints.load_latest() if self.checkpoints is not None else None
-        if ckpt is None:
-            self.logger.console.print("no checkpoint to resume from; starting at episode 1",
-                                      highlight=False)
-            return None
-        for line in config_changes(ckpt.parts.get("config"), self.config):
-            self.logger.console.print(f"resume: {line}", highlight=False, soft_wrap=True)
-        self.load_module_states(ckpt.modules())
-        for name, m in self.modules.items():  # optimizer settings the current config changed
-            for line in getattr(m, "resume_notes", []):
-                self.logger.console.print(f"resume: {name}: {line}", highlight=False,
-                                          soft_wrap=True)
-        self.load_state_dict(ckpt.parts["runner"])
-        self.logger.console.print(f"resumed from {ckpt.path} (episode {ckpt.episode})",
-                                  highlight=False, soft_wrap=True)
-        return ckpt
-
     def run_episode(self, progress: Progress | None = None) -> dict[str, float]:
         """One episode: the spec's roles in order (eval is run by :meth:`run`), timed."""
         self.executor.episode = self.episode
@@ -228,146 +155,6 @@ class EpisodeRunner:
         metrics = self._episode_metrics(entries, seconds, syncs, time.perf_counter() - t_start)
         metrics.update(self._sampling)
         return metrics
-
-    def _rollout(self, progress: Progress | None) -> list[FlowResult]:
-        """The spec's rollout runs (pipelined by a distributed executor) into the buffer."""
-        if self.sampler is not None:
-            return self._sampled_rollout(progress)
-        n_batches = self.spec.rollout_runs
-        task = progress.add_task(f"  rollout {self.episode + 1}", total=n_batches) \
-            if progress else None
-        self.buffer.clear()
-        batches = self._prompt_batches()
-        results = []
-        # run_many lets a distributed executor pipeline the batches across devices.
-        for res in self.executor.run_many("rollout", batches, self.episode * n_batches):
-            results.append(res)
-            if task is not None:
-                progress.advance(task)
-            if res.skipped is not None:  # on_nonfinite: skip_batch dropped it (counted)
-                continue
-            self.buffer.samples.extend(self._samples(res, self.episode))
-        if task is not None:
-            progress.remove_task(task)
-        check_bound(self.buffer.samples, self.episode, 0)
-        return results
-
-    def _sampled_rollout(self, progress: Progress | None) -> list[FlowResult]:
-        """Dynamic sampling: rollout batches until the kept groups fill the episode (or its
-        batch limit), into the buffer; each rollout batch's iteration is the count drawn."""
-        n = self.args.num_inference_per_prompt
-        task = progress.add_task(f"  rollout {self.episode + 1}", total=None) \
-            if progress else None
-
-        def draw(count: int, first: int) -> Any:
-            batches = [repeat_samples(self.prompts.next(), n) for _ in range(count)]
-            for res in self.executor.run_many("rollout", batches, first):
-                if task is not None:
-                    progress.advance(task)
-                yield res
-
-        self.buffer.clear()
-        results, kept, self._sampling = self.sampler.collect(
-            draw, lambda res: self._samples(res, self.episode))
-        if task is not None:
-            progress.remove_task(task)
-        self.buffer.samples.extend(kept)
-        check_bound(self.buffer.samples, self.episode, 0)
-        if self._sampling["dynamic_sampling/exhausted"]:
-            self.logger.console.print(self.sampler.exhausted_note(self.episode, self._sampling),
-                                      highlight=False, soft_wrap=True)
-        return results
-
-    def _prompt_batches(self) -> list[dict[str, Any]]:
-        """The next episode's prompt batches, each prompt repeated ``num_inference_per_prompt``
-        times in a row (the rollout flow always sees ``generation_batch_size`` samples)."""
-        n = self.args.num_inference_per_prompt
-        return [repeat_samples(self.prompts.next(), n) for _ in range(self.spec.rollout_runs)]
-
-    def _samples(self, res: FlowResult, episode: int, expected: int | None = None
-                 ) -> list[dict[str, Any]]:
-        """The samples of one rollout result for ``episode``, tagged with their version,
-        which must be ``expected`` (default: the spec's
-        :meth:`~flowrl.ir.EpisodeSpec.behaviour_version`)."""
-        if res.output is None:
-            raise FlowRLError("the rollout flow returned nothing: return the outputs that "
-                              "form the training samples (e.g. `return reward_out`)")
-        if expected is None:
-            expected = self.spec.behaviour_version(episode)
-        version = res.weight_version if res.weight_version is not None else \
-            self.executor.weight_version
-        if version != expected:
-            raise StalenessError(
-                f"the rollout of episode {episode + 1} ran on weight version {version}, not "
-                f"{expected} (runtime_args.max_staleness={self.spec.max_staleness}): the "
-                f"sync overtook it (a runtime ordering bug; please report it)")
-        return tag_samples(Batch(res.output).samples(), version)
-
-    # ---- max_staleness >= 1: the pipelined order of flowrl.ir.episode -----------------------
-    def _pipelined(self, progress: Progress | None) -> dict[str, float]:
-        """Episode ``e``: submit the rollouts of :meth:`EpisodeSpec.rollouts_in` (``e + k``;
-        ``0 .. k`` in episode 0) without waiting, train ``e`` on the queued samples of
-        rollout ``e`` meanwhile, collect the new rollouts (their generating weights must be
-        untouched until they finish), then sync."""
-        e, k = self.episode, self.spec.max_staleness
-        self._waited = 0.0
-        # (episode, the version that will generate it)
-        ahead = [(i, self.spec.behaviour_version(i)) for i in self.spec.rollouts_in(
-            e, self.horizon)]
-        if e not in self.queue and e not in dict(ahead):
-            # learn() ran past the horizon it filled the pipeline for: generate rollout(e)
-            # now, by the current version (inside the bound, just fresher)
-            ahead.insert(0, (e, self.executor.weight_version))
-        t_start = time.perf_counter()
-        handles = [(i, v, *self._submit_rollout(i)) for i, v in ahead]
-        for h in [h for h in handles if h[0] == e]:  # train(e) needs it now
-            self._collect_rollout(*h)
-        samples, entries, rollout_s = self.queue.take(e)
-        self.buffer.clear()
-        self.buffer.samples.extend(samples)
-        versions = check_bound(self.buffer.samples, e, k)
-        t0 = time.perf_counter()
-        train = self._train(progress)
-        seconds = {"rollout": rollout_s, "train": time.perf_counter() - t0}
-        for h in [h for h in handles if h[0] != e]:
-            self._collect_rollout(*h)
-        t0 = time.perf_counter()
-        sync = self._sync(progress)
-        seconds["sync"] = time.perf_counter() - t0
-        entries = [tuple(x) for x in entries] + [m for r in train + sync for m in r.metrics]
-        metrics = self._episode_metrics(entries, seconds, [s for r in sync for s in r.syncs],
-                                        time.perf_counter() - t_start)
-        metrics.update(staleness_metrics(versions, e))
-        metrics["time/rollout_wait_s"] = sum(h[3] for h in handles) + self._waited
-        return metrics
-
-    def _submit_rollout(self, episode: int) -> tuple[Any, float]:
-        """Submit the rollout whose samples train ``episode``: the next prompt batches (the
-        synchronous loop's episode ``episode`` draws the same), iterations and error
-        messages of that episode."""
-        n_batches, batches = self.spec.rollout_runs, self._prompt_batches()
-        current, self.executor.episode = self.executor.episode, episode
-        t0 = time.perf_counter()
-        try:
-            handle = self.executor.submit_many("rollout", batches, episode * n_batches)
-        finally:
-            self.executor.episode = current
-        return handle, time.perf_counter() - t0
-
-    def _collect_rollout(self, episode: int, version: int, handle: Any, submit_s: float
-                         ) -> None:
-        """Wait for a submitted rollout (generated by weight ``version``) and queue its
-        tagged samples, metrics and seconds (``submit_s`` submitting it plus the wait)."""
-        t0 = time.perf_counter()
-        samples, entries = [], []
-        for res in self.executor.collect_many(handle):
-            entries += [list(m) for m in res.metrics]
-            if res.skipped is None:  # on_nonfinite: skip_batch dropped it (counted)
-                samples += self._samples(res, episode, version)
-        waited = time.perf_counter() - t0
-        self._waited += waited
-        self.queue.put(episode, (samples, entries, submit_s + waited))
-
     def _train(self, progress: Progress | None) -> list[FlowResult]:
         """``num_training_epoch`` passes over the buffer in global batches. The number of
         batches is the buffer's (the spec's ``train_runs`` when the rollout flow keeps every
