@@ -248,7 +248,10 @@ def compile_schedule(graphs: dict[str, FlowGraph], models: dict[str, ModelConfig
         capabilities: per model, the parallel dimensions its module class runs
             (``{"tp": bool, "pp": bool}``, :attr:`flowrl.models.base.BaseModule.parallelism`);
             the planner chooses only those (a model missing: its config's tp/pp); None:
-            every dimension (planning from configs alone).
+            every dimension (planning from configs alone). A model's
+            ``"continuous_batching": True`` (its module's
+            :attr:`~flowrl.models.base.BaseModule.generation_batching`) makes its decode
+            continuous unless its config sets ``generation.batching``.
 
     Raises:
         CompileError: invalid flow/config/cluster (names the model and field).

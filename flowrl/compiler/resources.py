@@ -218,6 +218,17 @@ def free_dims(name: str, capabilities: dict[str, dict[str, bool]] | None) -> fro
                      if ok and d in ("tp", "pp"))
 
 
+def batching(name: str, cfg: ModelConfig,
+             capabilities: dict[str, dict[str, bool]] | None) -> str:
+    """How ``name``'s generator batches decoding: the config's ``generation.batching`` when
+    written, else what its module declares (``capabilities[name]["continuous_batching"]``,
+    from :attr:`BaseModule.generation_batching`), else static (HF ``generate``)."""
+    if cfg.generation.batching is not None:
+        return cfg.generation.batching
+    declared = (capabilities or {}).get(name, {}).get("continuous_batching", False)
+    return "continuous" if declared else "static"
+
+
 def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph],
                     sync: list[tuple[str, str]] = (),
                     capabilities: dict[str, dict[str, bool]] | None = None,
@@ -270,7 +281,7 @@ def model_resources(models: dict[str, ModelConfig], graphs: dict[str, FlowGraph]
             num_heads=heads, num_kv_heads=kv_heads if heads else None,
             weightless=weightless, cpu_seconds_per_sample=cpu,
             parallelism=free_dims(name, capabilities), mean_new_tokens=mean,
-            length_sigma=sigma, batching=cfg.generation.batching)
+            length_sigma=sigma, batching=batching(name, cfg, capabilities))
     return out
 
 

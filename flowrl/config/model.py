@@ -53,10 +53,11 @@ class GenerationConfig(_Strict):
     p99_new_tokens: Int | None = Field(
         None, ge=1, description="99th-percentile response tokens, for planning: the long "
         "tail (default: expected_new_tokens, no spread)")
-    batching: Literal["static", "continuous"] = Field(
-        "static", description="how the generator batches decoding, for planning: static "
+    batching: Literal["static", "continuous"] | None = Field(
+        None, description="how the generator batches decoding, for planning: static "
         "(HF generate: a batch runs until its longest response) or continuous (vLLM: "
-        "finished requests leave the batch)")
+        "finished requests leave the batch); default: what the module declares "
+        "(BaseModule.generation_batching), static without a module")
 
     @model_validator(mode="after")
     def _lengths_ordered(self) -> "GenerationConfig":

@@ -68,6 +68,16 @@ def _first_dataset_module(graph: FlowGraph, modules: dict[str, BaseModule],
         f"build_dataset(prompts, is_eval) to turn prompts into a Dataset")
 
 
+def module_capabilities(module: BaseModule) -> dict[str, bool]:
+    """What ``module`` declares to the planner (``compile_schedule(capabilities=)``): the
+    parallel dimensions its class runs (``tp``, ``pp``) and ``continuous_batching``, whether
+    its generator batches continuously (:attr:`BaseModule.generation_batching`)."""
+    caps = dict(getattr(type(module), "parallelism", {}))
+    batching = getattr(module, "generation_batching", "static")
+    caps["continuous_batching"] = batching == "continuous"
+    return caps
+
+
 class Engine:
     """Rollout flow + train flow + ``sync={trainer: inference_model}``.
 
@@ -246,8 +256,7 @@ class Engine:
                 cluster=spec, strategy=strategy or "colocate",
                 methods={n: flow_methods(type(m)) for n, m in self.modules.items()},
                 seed=self.config.runtime_args.seed, runtime_args=self.config.runtime_args,
-                capabilities={n: dict(getattr(type(m), "parallelism", {}))
-                              for n, m in self.modules.items()})
+                capabilities={n: module_capabilities(m) for n, m in self.modules.items()})
             for c in self.graphs["train"].calls():  # the compiled mesh may pick another dp
                 mesh = (self.schedule.placement or {}).get(c.model) if c.is_train else None
                 dp = mesh.get("dp") if isinstance(mesh, dict) else getattr(mesh, "dp", None)

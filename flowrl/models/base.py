@@ -80,6 +80,10 @@ class BaseModule:
     #: Parallel dimensions this class runs inside one replica (the planner chooses only
     #: these; data parallelism always): a plain module runs each replica unsharded.
     parallelism: dict[str, bool] = {"tp": False, "pp": False}
+    #: How this class's generator batches decoding, for the planner's decode time
+    #: (``generation.batching``, which wins when set): "static" (HF ``generate``: a batch
+    #: runs until its longest response) or "continuous" (vLLM: finished requests leave).
+    generation_batching: str = "static"
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:

@@ -77,6 +77,8 @@ class VLLMModule(BaseModule):
     Args = VLLMArgs
     #: vLLM shards generation over tensor-parallel ranks (pipeline stages are not used here)
     parallelism = {"tp": True, "pp": False}
+    #: vLLM schedules requests continuously: finished ones leave the batch
+    generation_batching = "continuous"
 
     def __init__(self, name: str) -> None:
         vllm()  # before registering the name: a missing library ->

@@ -58,6 +58,14 @@ class Policy(FrozenHFModule):
         self.engine = None  # the vLLM engine when args.generator resolves to vllm
         self.generator_name: str | None = None
 
+    @property
+    def generation_batching(self) -> str:
+        """"continuous" when ``args.generator`` is or resolves to vLLM (as :meth:`setup` will
+        resolve it, from the config: the planner reads it before setup), else "static"."""
+        requested = self.typed_args.generator
+        vllm_ = requested == "vllm" or resolve_generator(self.name, requested) == "vllm"
+        return "continuous" if vllm_ else "static"
+
     # ---- life cycle -------------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
         return load_causal_lm(self.model_path, self.dtype, self.device)
