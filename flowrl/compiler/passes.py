@@ -47,7 +47,7 @@ class PlanContext:
     args: RuntimeArgs
     strategy: str = "colocate"
     methods: dict[str, frozenset[str]] | None = None
-    capabilities: dict[str, dict[str, bool]] | None = None  # per model: tp/pp it can run
+    capabilities: dict[str, dict[str, bool]] | None = None  # per model: tp, pp, continuous_batching
     seed: int = 0
     colocation: list[list[str]] | None = None
     op_costs: OpCosts | None = None
