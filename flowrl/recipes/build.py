@@ -153,15 +153,18 @@ def _evaluator(engine: Engine) -> Evaluator:
     return Evaluator(evaluate)
 
 
-def train(config: str | Path | dict | TrainConfig, overrides: list[str] | tuple = ()) -> Engine:
+def train(config: str | Path | dict | TrainConfig, overrides: list[str] | tuple = (),
+          callbacks: list[Any] | tuple = ()) -> Engine:
     """Build and train (``flowrl.train``). Returns the engine: ``engine.history`` holds one
     metrics row per episode, ``engine.config.runtime_args.output_dir`` this run's directory,
     and with an ``output_dir`` the trained policy is saved there as a Hugging Face directory
-    (:func:`save_trained_model`). The engine's processes (Ray workers, reward pools) are
-    released at the end; use :func:`build` and ``learn()`` to keep the trained modules."""
+    (:func:`save_trained_model`). ``callbacks`` are the engine's per-step callbacks
+    (:mod:`flowrl.engines.callbacks`; ``engine.control.should_training_stop`` ends the run
+    after the episode). The engine's processes (Ray workers, reward pools) are released at
+    the end; use :func:`build` and ``learn()`` to keep the trained modules."""
     engine, _ = build(config, overrides)
     try:
-        engine.learn()
+        engine.learn(callbacks=list(callbacks))
         saved = save_trained_model(engine)
         if saved is not None:
             print(f"saved the trained policy to {saved}")

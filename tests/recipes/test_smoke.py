@@ -73,3 +73,17 @@ def test_flowrl_train_from_python_evaluates_the_eval_split(train_yaml):
     trained = load_causal_lm(saved, "fp32", "cpu").state_dict()
     initial = load_causal_lm(engine.config.models["policy"].model_path, "fp32", "cpu").state_dict()
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+
+
+def test_flowrl_train_takes_callbacks_that_can_stop_the_run(train_yaml):
+    import flowrl
+
+    seen = []
+
+    def stop_after_first(engine, episode, metrics):  # a plain function: on_episode_end
+        seen.append((episode, "actor/pg_loss" in metrics))
+        engine.control.should_training_stop = True
+
+    engine = flowrl.train(train_yaml("grpo"), overrides=[
+        "algorithm.kl.coef=0", "runtime_args.num_episode=3"], callbacks=[stop_after_first])
+    assert seen == [(1, True)] and [r["episode"] for r in engine.history] == [1]
