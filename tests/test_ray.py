@@ -13,15 +13,7 @@ from flowrl import BaseModule, Engine, StageError, flow
 from ppo_setup import build_ppo
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(address="local", num_cpus=2, resources={"flowrl_device": 16},
-             include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 
 def _comparable(row):

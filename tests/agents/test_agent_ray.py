@@ -8,15 +8,7 @@ from agent_setup import agent_config, build_agent
 from tiny_engines import comparable
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(address="local", num_cpus=2, resources={"flowrl_device": 16},
-             include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 
 def _same(rows: list[dict]) -> list[dict]:

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 from recipes.test_agent_recipe import config  # noqa: E402
 from flowrl.recipes import build  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 #: a tool the tiny model can call: its vocabulary has "=", which the marker parser then reads
 #: as ``echo(expression=<the turn's text>)`` (the recipe tests' "!" is not in it)
@@ -21,14 +21,6 @@ def echo(expression: str) -> str:
     """Echoes its argument."""
     return expression or "0"
 '''
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(address="local", num_cpus=2, resources={"flowrl_device": 16},
-             include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _comparable(row: dict) -> dict:
