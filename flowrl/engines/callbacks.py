@@ -17,12 +17,9 @@ episode), with the engine's failure semantics: only ``learn(resume=True)`` conti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from flowrl.errors import ConfigError, FlowRLError
-
-if TYPE_CHECKING:
-    from flowrl.engines.engine import Engine
 
 #: the hooks a callback may implement, in the order a learn() calls them
 HOOKS = ("on_train_begin", "on_train_step", "on_episode_end", "on_train_end")
@@ -38,6 +35,14 @@ class TrainingControl:
 
     #: end learn() after the episode in progress (reset when a learn() starts)
     should_training_stop: bool = False
+
+
+class Engine(Protocol):
+    """What a hook receives: the :class:`flowrl.engines.engine.Engine` running ``learn()``
+    (typed structurally, so this module does not import the engine that imports it)."""
+
+    control: TrainingControl
+    history: list[dict[str, Any]]
 
 
 class Callback:

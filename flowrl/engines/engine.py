@@ -17,6 +17,8 @@ from flowrl.config import FlowRLConfig
 from flowrl.compiler.lower import lower
 from flowrl.dsl.flow import Flow
 from flowrl.engines.callbacks import TrainingControl, as_callback, run_hook
+from flowrl.engines.engine_checks import (check_dp, check_methods, check_trainers,
+                                          check_unused_sections, sync_pairs)
 from flowrl.engines.evaluator import Evaluator  # noqa: F401 (also imported from here)
 from flowrl.errors import ConfigError, FlowRLError, FlowTypeError
 from flowrl.ir import FlowGraph, Schedule, parse_cluster
@@ -109,8 +111,8 @@ class Engine:
             if isinstance(sync, dict) else []
         for role, f in self.flows.items():
             self._add_flow(role, f, known)
-        self._check_trainers()
-        self.sync_pairs = self._check_sync(sync or {})
+        check_trainers(self.graphs["train"], self.config)
+        self.sync_pairs = sync_pairs(sync or {}, self.graphs["train"], self.modules)
         self.prompts: list | None = None
         self.evaluator: Evaluator | None = None
         self.executor: Executor | None = None
@@ -139,70 +141,7 @@ class Engine:
             module.bind(self.config)  # a missing section is an error now, not mid-run
             self.modules[name] = module
         self.graphs[role] = graph
-        self._check_methods(graph)
-
-    def _check_methods(self, graph: FlowGraph) -> None:
-        """Every called method is one the module's class implements (``flow_methods``)."""
-        for c in graph.calls():
-            m = self.modules[c.model]
-            if c.method in flow_methods(type(m)):
-                continue
-            if c.is_train:
-                raise ConfigError(
-                    f"model '{c.model}' ({type(m).__name__}) is used as a trainer (train_step "
-                    f"at {c.source}) but its class does not implement train_step")
-            raise ConfigError(
-                f"model '{c.model}' ({type(m).__name__}) is called with {c.method} at "
-                f"{c.source} but its class does not implement {c.method}")
-
-    def _check_trainers(self) -> None:
-        """Every trainer's data-parallel size divides the micro-batches of a global batch."""
-        for c in self.graphs["train"].calls():
-            if c.is_train:
-                self._check_dp(c.model, self.config.model(c.model).dp_size,
-                               "data_parallel_size")
-
-    def _check_dp(self, model: str, dp: int, source: str) -> None:
-        """Data-parallel replicas split a global batch's micro-batches evenly."""
-        a = self.config.runtime_args
-        n_micro = a.train_global_batch_size // a.train_micro_batch_size
-        if n_micro % dp:
-            raise ConfigError(
-                f"models.{model}: {source} {dp} does not divide the {n_micro} micro-batches "
-                f"of a global batch (runtime_args.train_global_batch_size="
-                f"{a.train_global_batch_size} / train_micro_batch_size="
-                f"{a.train_micro_batch_size})")
-
-    def _check_unused_sections(self) -> None:
-        """A model section no flow uses is an unknown key (checked at setup: the evaluator's
-        flow may add models after construction)."""
-        unused = sorted(set(self.config.models) - set(self.modules))
-        if unused:
-            where = f" in {self.config.source}" if self.config.source else ""
-            raise ConfigError(
-                f"models.{unused[0]}: no flow of this engine uses model(s) "
-                f"{', '.join(unused)}{where}; remove the section(s) or fix the model_name")
-
-    def _check_sync(self, sync: dict[BaseModule, BaseModule]) -> list[tuple[str, str]]:
-        if not isinstance(sync, dict):
-            raise ConfigError(f"sync must be a dict {{trainer_module: inference_module}}, got "
-                              f"{type(sync).__name__}")
-        trainers = {c.model for c in self.graphs["train"].calls() if c.is_train}
-        pairs = []
-        for src, dst in sync.items():
-            for role, m in (("source", src), ("target", dst)):
-                if not isinstance(m, BaseModule):
-                    raise ConfigError(
-                        f"sync {role} {m!r} is a {type(m).__name__}: pass the modules "
-                        f"themselves, e.g. sync={{ppo_policy: policy}}, not their model names")
-            if src.name not in trainers:
-                raise ConfigError(
-                    f"sync source '{src.name}' does not call train_step in the train flow; "
-                    f"sync maps trainer -> inference model")
-            if dst.name not in self.modules:
-                raise ConfigError(f"sync target '{dst.name}' is not used by any flow")
-            pairs.append((src.name, dst.name))
-        return pairs
+        check_methods(graph, self.modules)
 
     # ---- the user's API ----------------------------------------------------------------------
     def set_dataset(self, prompts: list) -> "Engine":
@@ -261,14 +200,15 @@ class Engine:
                 mesh = (self.schedule.placement or {}).get(c.model) if c.is_train else None
                 dp = mesh.get("dp") if isinstance(mesh, dict) else getattr(mesh, "dp", None)
                 if dp:
-                    self._check_dp(c.model, dp, "the compiled data-parallel size")
+                    check_dp(c.model, dp, "the compiled data-parallel size",
+                             self.config.runtime_args)
         return self.schedule
 
     def setup(self, resume: bool = False) -> None:
         """Build the executor and call every module's ``setup()`` (once)."""
         if self.executor is not None:
             return
-        self._check_unused_sections()
+        check_unused_sections(self.config, self.modules)
         if self.prompts is None:
             raise ConfigError("call engine.set_dataset(prompts) before learn()")
         a = self.config.runtime_args

@@ -69,6 +69,65 @@ def _as_candidate(units: list[Unit], meshes: dict[str, Mesh]) -> Candidate:
     return tuple(tuple(sorted({d for m in u.models for d in meshes[m].devices})) for u in units)
 
 
+class _BlockScores:
+    """Cached ``evaluate`` scores of candidates (unit blocks); an infeasible one scores
+    ``inf`` and keeps the compiler's reason."""
+
+    def __init__(self, units: list[Unit], resources: dict[str, ModelResources],
+                 evaluate: Callable[[dict[str, Mesh]], float]) -> None:
+        self.units, self.resources, self.evaluate = units, resources, evaluate
+        self.scores: dict[Candidate, float] = {}
+        self.errors: list[str] = []
+
+    def meshes_of(self, cand: Candidate) -> dict[str, Mesh]:
+        out: dict[str, Mesh] = {}
+        for u, devices in zip(self.units, cand):
+            out.update(unit_meshes(u, devices, self.resources))
+        return out
+
+    def __call__(self, cand: Candidate) -> float:
+        if cand not in self.scores:
+            try:
+                self.scores[cand] = self.evaluate(self.meshes_of(cand))
+            except CompileError as e:  # out of memory even with offload, bad fit ...
+                self.scores[cand] = math.inf
+                self.errors.append(str(e))
+        return self.scores[cand]
+
+
+def _coordinate_sweeps(best: Candidate, options: list[list], score: _BlockScores,
+                       max_evals: int) -> Candidate:
+    """Try every option of one unit at a time, keeping improvements, until a sweep finds
+    none (or the evaluation budget is spent)."""
+    for _ in range(COORDINATE_SWEEPS):
+        improved = False
+        for i in range(len(best)):
+            for opt in options[i]:
+                cand = best[:i] + (opt,) + best[i + 1:]
+                if len(score.scores) >= max_evals and cand not in score.scores:
+                    break
+                if score(cand) < score(best):
+                    best, improved = cand, True
+        if not improved:
+            break
+    return best
+
+
+def _random_moves(best: Candidate, options: list[list], score: _BlockScores,
+                  rng: random.Random, max_evals: int) -> Candidate:
+    """Change one or two units at random while the evaluation budget lasts."""
+    tries = 0
+    while len(score.scores) < max_evals and tries < 4 * max_evals and len(best):
+        tries += 1
+        cand = list(best)
+        for i in rng.sample(range(len(best)), k=min(len(best), rng.choice((1, 2)))):
+            cand[i] = rng.choice(options[i])
+        c = tuple(cand)
+        if score(c) < score(best):
+            best = c
+    return best
+
+
 def search_placement(units: list[Unit], resources: dict[str, ModelResources],
                      cluster: ClusterSpec, workload: Workload, args: RuntimeArgs,
                      evaluate: Callable[[dict[str, Mesh]], float], seed: int = 0,
@@ -77,26 +136,8 @@ def search_placement(units: list[Unit], resources: dict[str, ModelResources],
     """The best placement found over aligned unit blocks (lowest ``evaluate``), from the
     ``colocate`` and ``disaggregate`` placements and ``start``; raises if no candidate is
     feasible."""
-    rng = random.Random(seed)
     options = [unit_options(u, cluster.num_devices) for u in units]
-    scores: dict[Candidate, float] = {}
-    errors: list[str] = []
-
-    def meshes_of(cand: Candidate) -> dict[str, Mesh]:
-        out: dict[str, Mesh] = {}
-        for u, devices in zip(units, cand):
-            out.update(unit_meshes(u, devices, resources))
-        return out
-
-    def score(cand: Candidate) -> float:
-        if cand not in scores:
-            try:
-                scores[cand] = evaluate(meshes_of(cand))
-            except CompileError as e:  # out of memory even with offload, bad fit ...
-                scores[cand] = math.inf
-                errors.append(str(e))
-        return scores[cand]
-
+    score = _BlockScores(units, resources, evaluate)
     seeds: list[Candidate] = [_as_candidate(units, colocate(units, resources, cluster))]
     try:
         seeds.append(_as_candidate(units, disaggregate(units, resources, cluster, workload, args)))
@@ -105,35 +146,13 @@ def search_placement(units: list[Unit], resources: dict[str, ModelResources],
     if start is not None:
         seeds.append(_as_candidate(units, start))
     best = min(seeds, key=lambda c: (score(c), seeds.index(c)))
-
-    def affordable(c: Candidate) -> bool:
-        return len(scores) < max_evals or c in scores
-
-    for _ in range(COORDINATE_SWEEPS):
-        improved = False
-        for i in range(len(units)):
-            for opt in options[i]:
-                cand = best[:i] + (opt,) + best[i + 1:]
-                if not affordable(cand):
-                    break
-                if score(cand) < score(best):
-                    best, improved = cand, True
-        if not improved:
-            break
-    tries = 0
-    while len(scores) < max_evals and tries < 4 * max_evals and len(units):
-        tries += 1
-        cand = list(best)
-        for i in rng.sample(range(len(units)), k=min(len(units), rng.choice((1, 2)))):
-            cand[i] = rng.choice(options[i])
-        c = tuple(cand)
-        if score(c) < score(best):
-            best = c
+    best = _coordinate_sweeps(best, options, score, max_evals)
+    best = _random_moves(best, options, score, random.Random(seed), max_evals)
     if math.isinf(score(best)):
-        detail = f": {errors[0]}" if errors else ""
+        detail = f": {score.errors[0]}" if score.errors else ""
         raise CompileError(f"search found no placement that fits cluster '{cluster.name}'"
                            + detail)
-    return meshes_of(best)
+    return score.meshes_of(best)
 
 
 class _Scorer:
