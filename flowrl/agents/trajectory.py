@@ -26,6 +26,7 @@ import torch
 
 from flowrl import algorithms as algo
 from flowrl.agents.errors import TrajectoryError
+from flowrl.models.sequences import full_sequence  # noqa: F401 (scoring a trajectory)
 
 
 @dataclass
@@ -107,20 +108,6 @@ def to_batch(trajs: list[Trajectory], pad_id: int, prompt_width: int,
     out["score"] = torch.tensor([t.score for t in trajs], dtype=torch.float32)
     out["turns"] = torch.tensor([t.turns for t in trajs], dtype=torch.long)
     return out
-
-
-def full_sequence(batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(tokens, attention_mask, prompt_len)`` of a rollout batch for scoring the response.
-
-    Attends to environment tokens too (``response_attention_mask``) when the batch has them;
-    a single-turn batch falls back to ``response_mask``. Scores are then masked by
-    ``response_mask`` (the loss mask) as usual. The built-in modules' twin is
-    :func:`flowrl.models.builtin.inference.full_sequence` (which also left-aligns prompts).
-    """
-    resp_attn = batch.get("response_attention_mask", batch["response_mask"])
-    tokens = torch.cat([batch["prompt"], batch["response"]], 1)
-    mask = torch.cat([batch["prompt_mask"], resp_attn.to(batch["prompt_mask"].dtype)], 1)
-    return tokens, mask, batch["prompt"].shape[1]
 
 
 def multi_turn_gae(token_rewards: torch.Tensor, values: torch.Tensor,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from flowrl.agents import trajectory
 from flowrl.models.builtin import inference, trainer_backends
 
 
@@ -18,7 +19,8 @@ def test_trainers_left_align_a_right_padded_prompt_block():
     right = {**left, "prompt": torch.tensor([[7, 8, 9], [5, 6, 0]]),
              "prompt_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
     want = inference.full_sequence(left)
-    for fn in (trainer_backends.full_sequence, inference.full_sequence):
+    for fn in (trainer_backends.full_sequence, inference.full_sequence,
+               trajectory.full_sequence):  # one function: agents score the same way
         tokens, mask, p = fn(right)
         assert p == want[2] == 3
         assert torch.equal(mask, want[1])

@@ -15,7 +15,7 @@ from torch import nn
 
 from flowrl.errors import ConfigError, FlowRLError
 from flowrl.models.args import ModuleArgs
-from flowrl.models.builtin.prompts import left_align
+from flowrl.models.sequences import full_sequence  # noqa: F401 (every built-in module's)
 from flowrl.models.hf import HFArgs, HFModule, load_tokenizer
 
 
@@ -28,21 +28,6 @@ class ForwardBatchArgs(ModuleArgs):
 
 class InferenceArgs(HFArgs, ForwardBatchArgs):
     """``models.<name>.args`` of the frozen scorers (Reference, Critic, RewardModel)."""
-
-
-def full_sequence(batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(tokens, attention_mask, prompt_len)`` of a rollout batch: ``prompt ++ response``.
-
-    The prompt block is left-aligned first (a batch collated from rollouts of different prompt
-    widths is right-padded), so the response's first token follows the prompt's last one.
-    A multi-turn batch (:mod:`flowrl.agents.trajectory`) is attended by its
-    ``response_attention_mask``: the environment's tokens between turns are context the
-    policy saw when it sampled, though ``response_mask`` (the loss mask) leaves them out.
-    """
-    prompt, prompt_mask = left_align(batch["prompt"], batch["prompt_mask"].long())
-    response_attn = batch.get("response_attention_mask", batch["response_mask"])
-    return (torch.cat([prompt, batch["response"]], 1),
-            torch.cat([prompt_mask, response_attn.long()], 1), prompt.shape[1])
 
 
 def in_chunks(fn: Callable[..., torch.Tensor], size: int | None,

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from flowrl.errors import DatasetError
+from flowrl.models.sequences import left_align  # noqa: F401 (re-exported)
 
 log = logging.getLogger("flowrl.models.builtin")
 
@@ -104,20 +105,3 @@ class PromptDataset(Dataset):
         for k in columns:  # a column some records lack is None there
             batch[k] = [s["record"].get(k) for s in samples]
         return batch
-
-
-def left_align(prompt: torch.Tensor, prompt_mask: torch.Tensor, pad_id: int = 0,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's real prompt tokens to the right end of the block (pads on the left).
-
-    A batch collated from rollouts of different prompt widths is right-padded with 0 by
-    :meth:`flowrl.runtime.batch.Batch.collate`; a model must see the prompt end right before
-    the response, so re-align before computing log-probs on ``prompt ++ response``.
-    """
-    keep = prompt_mask.bool()
-    # stable sort: pads (key 0) first, real tokens (key 1) after, each in their own order
-    order = torch.sort(keep.long(), dim=1, stable=True).indices
-    aligned = torch.gather(prompt, 1, order)
-    mask = torch.gather(prompt_mask, 1, order)
-    aligned = torch.where(mask.bool(), aligned, torch.full_like(aligned, pad_id))
-    return aligned, mask
